@@ -1,0 +1,302 @@
+"""The PDF builder (`llm_from_scratch.book`), checked on the PDF itself.
+
+A small fixture book uses every feature the chapters rely on; we build it once with the pandoc + XeLaTeX path and read the
+PDF back with poppler's pdftotext / pdfimages.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_from_scratch import book
+from llm_from_scratch.book import BookError
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_TEX = shutil.which("xelatex") is not None
+HAVE_POPPLER = shutil.which("pdftotext") is not None and shutil.which("pdfimages") is not None
+needs_tex = pytest.mark.skipif(not (HAVE_TEX and HAVE_POPPLER),
+                               reason="needs xelatex and poppler-utils (scripts/test installs them: apt-get install "
+                                      "texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic lmodern poppler-utils)")
+
+LONG_CODE = "result = " + " + ".join(f"value_{i:03d}" for i in range(40)) + "  # LONGCODE_END"
+LONG_OUTPUT = "x" * 400 + "LONGOUT_END"
+
+
+def _png(color: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [0, 1, 4], color=color)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=60)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def md(src: str) -> dict:
+    return {"cell_type": "markdown", "metadata": {}, "source": src}
+
+
+def code(src: str, outputs: list | None = None) -> dict:
+    return {"cell_type": "code", "metadata": {}, "execution_count": None, "source": src, "outputs": outputs or []}
+
+
+def stream(text: str, name: str = "stdout") -> dict:
+    return {"output_type": "stream", "name": name, "text": text}
+
+
+def image(b64: str) -> dict:
+    return {"output_type": "display_data", "metadata": {}, "data": {"image/png": b64, "text/plain": "<Figure>"}}
+
+
+def write_nb(path: Path, cells: list[dict]) -> None:
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb, indent=1))
+
+
+def make_fixture(root: Path) -> Path:
+    "A tiny book project that uses every feature the chapters use."
+    (root / "nbs").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "fixturebook"\n\n[tool.nbdev]\nlib_path = "fixturebook"\n'
+                                         'nbs_path = "nbs"\njupyter_hooks = false\n')
+    (root / "refs.bib").write_text((ROOT / "references.bib").read_text().split("\n\n")[0] + "\n")
+    (root / "_quarto.yml").write_text(
+        "project:\n  type: book\nbook:\n  title: Fixture Book\n  author: Test Author\n  date: 2026-01-01\n"
+        "  site-url: https://example.org/fixture-home\n  output-file: fixture\n"
+        "  chapters:\n    - nbs/index.ipynb\n    - nbs/01_feat.ipynb\n  appendices:\n    - nbs/02_app.ipynb\n"
+        "bibliography: refs.bib\nformat:\n  pdf:\n    documentclass: book\n")
+    write_nb(root / "nbs" / "index.ipynb", [md("# Fixture Preface\n\n> The preface summary."), md("## Why\n\nPreface text.")])
+    write_nb(root / "nbs" / "01_feat.ipynb", [
+        md("# Feature Chapter\n\n> A chapter that uses every feature."),
+        code("#| default_exp feat"),
+        code("#| hide\nHIDDEN_SETUP_MARKER = 1"),
+        md("## Cross-references {#sec-xref}\n\nSee @fig-demo and @fig-second, @eq-demo and @tbl-demo, "
+           "as shown by [@vaswani2017]. A [hyperlink](https://example.org/a-link)."),
+        md("$$ a^2 + b^2 = c^2 $$ {#eq-demo}"),
+        md("| name | value |\n|---|---|\n| alpha | 1 |\n\n: Demo table caption. {#tbl-demo}"),
+        md("::: {.callout-note}\n## Callout Title Marker\nCallout body text.\n:::"),
+        code("#| export\ndef plumbing_fn(a: int) -> int:\n    \"Plumbing docstring.\"\n    return a + 1  # PLUMBING_BODY_MARKER"),
+        code("#| exports\ndef shown_fn(a: int) -> int:\n    \"Shown docstring.\"\n    return a * 2  # SHOWN_BODY_MARKER"),
+        code("#| echo: false\nprint('ECHO_FALSE_OUTPUT')  # ECHO_FALSE_MARKER", [stream("ECHO_FALSE_OUTPUT\n")]),
+        code("print(colored)", [stream("\x1b[31mRED_OUTPUT\x1b[0m and \x1b[1;32mGREEN\x1b[0m\n"),
+                                stream(" 10%|#   |\r100%|####| PROGRESS_DONE\n", "stderr")]),
+        code("#| label: fig-demo\n#| fig-cap: \"A demo figure caption.\"\nplot()", [image(_png("red"))]),
+        code("#| label: fig-second\n#| fig-cap: \"A second figure caption.\"\nplot()", [image(_png("blue"))]),
+        code(LONG_CODE, [stream(LONG_OUTPUT + "\n")]),
+        code("#| output: false\nprint('OUTPUT_FALSE_' + 'VALUE')", [stream("OUTPUT_FALSE_VALUE\n")]),
+        code("#| include: false\nINCLUDE_FALSE_MARKER = 1", [stream("INCLUDE_FALSE_OUTPUT\n")]),
+    ])
+    write_nb(root / "nbs" / "02_app.ipynb", [md("# Appendix Chapter"), md("Back to @sec-xref.")])
+    return root
+
+
+def pdftext(pdf: Path, *args: str) -> str:
+    return subprocess.run(["pdftotext", *args, str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = make_fixture(tmp_path_factory.mktemp("fixture"))
+    spec = book.read_spec(root)
+    res = book.build_pdf(spec, root / "fixture.pdf", root / "_build")
+    return root, res
+
+
+@needs_tex
+def test_toc_lists_chapters_in_order(built):
+    root, res = built
+    toc = pdftext(res.pdf, "-f", "2", "-l", "2")
+    order = ["Fixture Preface", "1 Feature Chapter", "A Appendix Chapter", "References"]
+    pos = [toc.find(t) for t in order]
+    assert all(p >= 0 for p in pos), toc
+    assert pos == sorted(pos), toc
+
+
+@needs_tex
+def test_captions_numbered_and_references_resolved(built):
+    _, res = built
+    text = pdftext(res.pdf)
+    assert "Figure 1.1: A demo figure caption." in text
+    assert "Figure 1.2: A second figure caption." in text
+    assert "Table 1.1: Demo table caption." in text
+    flat = " ".join(text.split())
+    assert "See Figure 1.1 and Figure 1.2, Equation 1.1 and Table 1.1" in flat, flat[:3000]
+    assert "Back to Section 1.1" in flat
+    assert "??" not in text
+
+
+@needs_tex
+def test_citation_and_bibliography(built):
+    _, res = built
+    flat = " ".join(pdftext(res.pdf).split())
+    assert "(Vaswani et al. 2017)" in flat
+    assert "Attention Is All You Need" in flat.split("References")[-1]
+
+
+@needs_tex
+def test_title_page_has_qr_code_and_link(built):
+    _, res = built
+    first = pdftext(res.pdf, "-f", "1", "-l", "1")
+    assert "Fixture Book" in first and "https://example.org/fixture-home" in first
+    imgs = subprocess.run(["pdfimages", "-f", "1", "-l", "1", "-list", str(res.pdf)], capture_output=True, text=True).stdout
+    rows = [r for r in imgs.splitlines()[2:] if r.strip()]
+    assert len(rows) == 1, imgs
+    w, h = int(rows[0].split()[3]), int(rows[0].split()[4])
+    assert w == h and w >= 21, "a QR code is a square image of at least 21 modules"
+    # the QR code written for the title page encodes the home page
+    import qrcode
+    ref = qrcode.QRCode(border=2, box_size=10)
+    ref.add_data("https://example.org/fixture-home")
+    ref.make(fit=True)
+    assert w == (ref.modules_count + 4) * 10
+
+
+@needs_tex
+def test_directives_hide_and_show(built):
+    _, res = built
+    text = pdftext(res.pdf)
+    for hidden in ["HIDDEN_SETUP_MARKER", "PLUMBING_BODY_MARKER", "ECHO_FALSE_MARKER", "OUTPUT_FALSE_VALUE",
+                   "INCLUDE_FALSE_MARKER", "INCLUDE_FALSE_OUTPUT", "default_exp"]:
+        assert hidden not in text, hidden
+    assert not re.search(r"(?m)^\s*#\| ", text), "cell directives never reach the page"
+    for shown in ["SHOWN_BODY_MARKER", "Shown docstring.", "plumbing_fn", "Plumbing docstring.", "ECHO_FALSE_OUTPUT",
+                  "Callout Title Marker", "Callout body text.", "hyperlink", "PROGRESS_DONE", "OUTPUT_FALSE_"]:
+        assert shown in text, shown
+    assert text.count("SHOWN_BODY_MARKER") == 1, "an #| exports cell is shown once, without a repeated signature box"
+
+
+@needs_tex
+def test_outputs_have_no_ansi_codes(built):
+    _, res = built
+    text = pdftext(res.pdf)
+    assert "RED_OUTPUT and GREEN" in text
+    assert "[31m" not in text and "[0m" not in text and "\x1b" not in text
+    assert " 10%" not in text, "carriage-return overwrites keep only the final progress bar"
+
+
+@needs_tex
+def test_figures_are_embedded(built):
+    _, res = built
+    imgs = subprocess.run(["pdfimages", "-list", str(res.pdf)], capture_output=True, text=True).stdout
+    assert len([r for r in imgs.splitlines()[2:] if r.strip()]) >= 3  # QR code + two figures
+
+
+@needs_tex
+def test_code_listings_wrap_inside_the_page(built):
+    "No word of the PDF runs past the text block into the right margin; long lines wrap and nothing is lost."
+    root, res = built
+    layout = pdftext(res.pdf, "-bbox")
+    pages = re.findall(r'<page width="([\d.]+)" height="[\d.]+">(.*?)</page>', layout, re.S)
+    worst = 0.0
+    for width, body in pages:
+        right_margin = float(width) - max(float(x) for x in re.findall(r'xMax="([\d.]+)"', body) or ["0"])
+        worst = max(worst, float(width) - right_margin)
+        assert right_margin > 0.5 * 72 / 2.54 * 2.5, f"text runs into the right margin (xMax {float(width) - right_margin:.1f} of {width})"
+    text = pdftext(res.pdf)
+    joined = re.sub(r"[\s\u21aa\u230b]+", "", text)  # drop line breaks and fvextra's continuation marks
+    assert re.sub(r"\s+", "", LONG_CODE) in joined, "the long code line is complete"
+    assert LONG_OUTPUT in joined, "the long output line is complete"
+    assert len(re.findall(r"(?m)^x{20,}", text)) >= 3, "the long output line wraps over several lines"
+
+
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import sys; from llm_from_scratch.core import main; sys.exit(main(sys.argv[1:]))",
+                           "book", "--root", str(root), *args], capture_output=True, text=True)
+
+
+def test_missing_chapter_is_a_clear_error(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    (root / "nbs" / "02_app.ipynb").unlink()
+    with pytest.raises(BookError, match=r"02_app.ipynb.*listed in _quarto.yml.*does not exist"):
+        book.read_spec(root)
+    r = _cli(root)
+    assert r.returncode == 1 and "02_app.ipynb" in r.stderr and "does not exist" in r.stderr
+
+
+def test_invalid_notebook_json_is_a_clear_error(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    (root / "nbs" / "01_feat.ipynb").write_text('{"cells": [\n  {"cell_type": "markdown",, }\n]}')
+    with pytest.raises(BookError, match=r"01_feat.ipynb is not a valid notebook: invalid JSON at line 2"):
+        book.read_spec(root)
+    r = _cli(root)
+    assert r.returncode == 1 and "invalid JSON at line 2" in r.stderr
+
+
+def test_missing_citation_key_is_a_clear_error(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
+    nb["cells"].append(md("As argued by [@nobody2099]."))
+    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    (root / "fixture.pdf").write_bytes(b"%PDF-1.5 previous good book")
+    r = _cli(root)
+    assert r.returncode == 1 and "citation @nobody2099 is not in the bibliography" in r.stderr and "02_app" in r.stderr
+    assert (root / "fixture.pdf").read_bytes() == b"%PDF-1.5 previous good book", "a failed build keeps the previous PDF"
+
+
+def test_undefined_cross_reference_is_a_clear_error(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
+    nb["cells"].append(md("See @fig-nowhere."))
+    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(BookError, match=r"02_app.*@fig-nowhere has no matching label"):
+        book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
+
+
+def test_missing_image_is_a_clear_error(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
+    nb["cells"].append(md("![A diagram.](../figures/not-there.png)"))
+    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(BookError, match=r"image '../figures/not-there.png' does not exist"):
+        book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
+
+
+@needs_tex
+def test_latex_error_fails_the_build(tmp_path):
+    root = make_fixture(tmp_path / "b")
+    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
+    nb["cells"].append(md("Broken: \\thiscommanddoesnotexist{x}"))
+    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(BookError, match=r"xelatex failed.*\n.*Undefined control sequence"):
+        book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
+    assert not (root / "out.pdf").exists()
+
+
+def test_quarto_yml_is_a_valid_book_project():
+    "The repository's _quarto.yml is what Quarto expects of a book, and lists notebooks that exist."
+    import yaml
+    cfg = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    assert cfg["project"]["type"] == "book"
+    assert cfg["format"]["pdf"]["pdf-engine"] == "xelatex"
+    assert cfg["execute"]["enabled"] is False
+    spec = book.read_spec(ROOT)
+    assert spec.chapters[0] == Path("nbs/index.ipynb")
+    assert Path("nbs/00_core.ipynb") in spec.chapters and spec.appendices[-1] == Path("nbs/14_book.ipynb")
+    nbs = sorted(p.relative_to(ROOT) for p in (ROOT / "nbs").glob("*.ipynb"))
+    assert sorted(spec.all_chapters) == nbs, "every notebook is a chapter of the book, and every chapter a notebook"
+
+
+@needs_tex
+@pytest.mark.slow
+def test_the_real_book_builds(tmp_path):
+    "The book itself builds from the stored outputs, with every chapter of _quarto.yml in its table of contents."
+    pdf, pages = book.build_book(ROOT, tmp_path / "book.pdf", engine="pandoc")
+    assert pages and pages >= 20
+    toc = " ".join(pdftext(pdf, "-f", "2", "-l", "4").split())
+    titles = []
+    for rel in book.read_spec(ROOT).all_chapters:
+        first = json.loads((ROOT / rel).read_text())["cells"][0]["source"]
+        titles.append(re.match(r"#\s+(.+)", "".join(first)).group(1).strip())
+    pos = [toc.find(t) for t in titles]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos), (titles, toc[:2000])
