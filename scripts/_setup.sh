@@ -5,10 +5,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 tex_ok() {
   command -v xelatex >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1 && command -v pdfimages >/dev/null 2>&1 &&
-    kpsewhich fvextra.sty tcolorbox.sty lmodern.sty >/dev/null 2>&1
+    kpsewhich fvextra.sty tcolorbox.sty lmodern.sty >/dev/null 2>&1 &&
+    fc-list "Droid Sans Fallback" | grep -q . && fc-list Symbola | grep -q .
 }
 if ! tex_ok; then
-  pkgs="texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic lmodern poppler-utils fonts-dejavu-core"
+  pkgs="texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic lmodern poppler-utils fonts-dejavu-core fonts-droid-fallback fonts-symbola"
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "error: xelatex, pdftotext or a LaTeX package is missing and this is not a Debian/Ubuntu machine." >&2
     echo "       Install TeX Live (with xelatex, fvextra, tcolorbox, lmodern) and poppler, then run this again." >&2

@@ -60,6 +60,7 @@ def image(b64: str) -> dict:
 
 
 def write_nb(path: Path, cells: list[dict]) -> None:
+    cells = [{**c, "id": f"cell{i}"} for i, c in enumerate(cells)]
     nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
           "nbformat": 4, "nbformat_minor": 5}
     path.write_text(json.dumps(nb, indent=1))
@@ -74,7 +75,7 @@ def make_fixture(root: Path) -> Path:
     (root / "_quarto.yml").write_text(
         "project:\n  type: book\nbook:\n  title: Fixture Book\n  author: Test Author\n  date: 2026-01-01\n"
         "  site-url: https://example.org/fixture-home\n  output-file: fixture\n"
-        "  chapters:\n    - nbs/index.ipynb\n    - nbs/01_feat.ipynb\n  appendices:\n    - nbs/02_app.ipynb\n"
+        "  chapters:\n    - nbs/index.ipynb\n    - nbs/01_feat.ipynb\n    - nbs/03_more.ipynb\n  appendices:\n    - nbs/02_app.ipynb\n"
         "bibliography: refs.bib\nformat:\n  pdf:\n    documentclass: book\n")
     write_nb(root / "nbs" / "index.ipynb", [md("# Fixture Preface\n\n> The preface summary."), md("## Why\n\nPreface text.")])
     write_nb(root / "nbs" / "01_feat.ipynb", [
@@ -89,7 +90,7 @@ def make_fixture(root: Path) -> Path:
         code("#| export\ndef plumbing_fn(a: int) -> int:\n    \"Plumbing docstring.\"\n    return a + 1  # PLUMBING_BODY_MARKER"),
         code("#| exports\ndef shown_fn(a: int) -> int:\n    \"Shown docstring.\"\n    return a * 2  # SHOWN_BODY_MARKER"),
         code("#| echo: false\nprint('ECHO_FALSE_OUTPUT')  # ECHO_FALSE_MARKER", [stream("ECHO_FALSE_OUTPUT\n")]),
-        code("print(colored)", [stream("\x1b[31mRED_OUTPUT\x1b[0m and \x1b[1;32mGREEN\x1b[0m\n"),
+        code("print(colored)", [stream("\x1b[31mRED_OUTPUT\x1b[0m and \x1b[1;32mGREEN\x1b[0m, wide \uff21\uff11\n"),
                                 stream(" 10%|#   |\r100%|####| PROGRESS_DONE\n", "stderr")]),
         code("#| label: fig-demo\n#| fig-cap: \"A demo figure caption.\"\nplot()", [image(_png("red"))]),
         code("#| label: fig-second\n#| fig-cap: \"A second figure caption.\"\nplot()", [image(_png("blue"))]),
@@ -97,6 +98,7 @@ def make_fixture(root: Path) -> Path:
         code("#| output: false\nprint('OUTPUT_FALSE_' + 'VALUE')", [stream("OUTPUT_FALSE_VALUE\n")]),
         code("#| include: false\nINCLUDE_FALSE_MARKER = 1", [stream("INCLUDE_FALSE_OUTPUT\n")]),
     ])
+    write_nb(root / "nbs" / "03_more.ipynb", [md("# Third Chapter"), md("## Numbered by its notebook")])
     write_nb(root / "nbs" / "02_app.ipynb", [md("# Appendix Chapter"), md("Back to @sec-xref.")])
     return root
 
@@ -117,7 +119,7 @@ def built(tmp_path_factory):
 def test_toc_lists_chapters_in_order(built):
     root, res = built
     toc = pdftext(res.pdf, "-f", "2", "-l", "2")
-    order = ["Fixture Preface", "1 Feature Chapter", "A Appendix Chapter", "References"]
+    order = ["Fixture Preface", "1 Feature Chapter", "3 Third Chapter", "A Appendix Chapter", "References"]
     pos = [toc.find(t) for t in order]
     assert all(p >= 0 for p in pos), toc
     assert pos == sorted(pos), toc
@@ -180,7 +182,9 @@ def test_directives_hide_and_show(built):
 def test_outputs_have_no_ansi_codes(built):
     _, res = built
     text = pdftext(res.pdf)
-    assert "RED_OUTPUT and GREEN" in text
+    assert "RED_OUTPUT and GREEN, wide \uff21\uff11" in text, "full-width characters are typeset with the fallback font"
+    fonts = subprocess.run(["fc-list", ":charset=ff21", "family"], capture_output=True, text=True).stdout
+    if fonts.strip(): assert not res.warnings, res.warnings
     assert "[31m" not in text and "[0m" not in text and "\x1b" not in text
     assert " 10%" not in text, "carriage-return overwrites keep only the final progress bar"
 
@@ -291,7 +295,8 @@ def test_quarto_yml_is_a_valid_book_project():
 @pytest.mark.slow
 def test_the_real_book_builds(tmp_path):
     "The book itself builds from the stored outputs, with every chapter of _quarto.yml in its table of contents."
-    pdf, pages = book.build_book(ROOT, tmp_path / "book.pdf", engine="pandoc")
+    res = book.build_book(ROOT, tmp_path / "book.pdf", engine="pandoc")
+    pdf, pages = res.pdf, res.pages
     assert pages and pages >= 20
     toc = " ".join(pdftext(pdf, "-f", "2", "-l", "4").split())
     titles = []
@@ -300,3 +305,22 @@ def test_the_real_book_builds(tmp_path):
         titles.append(re.match(r"#\s+(.+)", "".join(first)).group(1).strip())
     pos = [toc.find(t) for t in titles]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), (titles, toc[:2000])
+
+
+def test_execute_refreshes_outputs_at_book_scale(tmp_path):
+    "`--execute` re-runs each chapter at book scale and stores the fresh outputs; a failing chapter is left untouched."
+    root = make_fixture(tmp_path / "b")
+    nb_path = root / "nbs" / "02_app.ipynb"
+    write_nb(nb_path, [md("# Appendix Chapter"), code("import os\nprint('scale is', os.environ['LLMFS_SCALE'])")])
+    spec = book.read_spec(root)
+    spec.chapters, spec.appendices = [], [Path("nbs/02_app.ipynb")]
+    times = book.execute_chapters(spec)
+    assert [t[0] for t in times] == ["nbs/02_app.ipynb"]
+    outs = json.loads(nb_path.read_text())["cells"][1]["outputs"]
+    assert outs and "scale is book" in "".join(outs[0]["text"])
+    broken = [md("# Appendix Chapter"), code("raise RuntimeError('chapter broke')")]
+    write_nb(nb_path, broken)
+    before = nb_path.read_text()
+    with pytest.raises(BookError, match=r"02_app.ipynb failed while executing at book scale[\s\S]*chapter broke"):
+        book.execute_chapters(spec)
+    assert nb_path.read_text() == before

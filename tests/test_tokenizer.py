@@ -1,0 +1,324 @@
+"""Tests of llm_from_scratch.tokenizer (chapter 2) that do not belong in the prose: property tests and edge cases."""
+from __future__ import annotations
+
+import os
+import sysconfig
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from llm_from_scratch import tokenizer as T
+from llm_from_scratch.tokenizer import EOT, GPT2_SPLIT_PATTERN, BPETokenizer, GPT2Tokenizer, Tokenizer
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def stdlib_text(*names: str) -> str:
+    return "".join((STDLIB / n).read_text(encoding="utf-8") for n in names)
+
+
+TRAIN = stdlib_text("argparse.py", "textwrap.py", "json/decoder.py", "json/encoder.py", "string.py")
+HELD_OUT = stdlib_text("csv.py", "fractions.py", "heapq.py")
+
+
+@pytest.fixture(scope="module")
+def tok() -> BPETokenizer:
+    return BPETokenizer.train([TRAIN[i:i + 20_000] for i in range(0, len(TRAIN), 20_000)], 1024,
+                              special_tokens=[EOT, "<|pad|>"], n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def tok2() -> BPETokenizer:
+    "A tokenizer with GPT-2's pre-tokenisation pattern (the default is GPT-4's)."
+    return BPETokenizer.train([TRAIN[:150_000]], 700, special_tokens=[EOT, "<|pad|>"], pattern=GPT2_SPLIT_PATTERN, n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    files = T.find_gpt2_files()
+    if files is None:
+        pytest.skip("GPT-2's encoder.json / vocab.bpe not found (looked in $TIKTOKEN_CACHE_DIR and ../shared/tiktoken_cache)")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(files[0].parent)   # so tiktoken.get_encoding reads its cache, never downloads
+    import tiktoken
+    return GPT2Tokenizer.from_files(*files), tiktoken.get_encoding("gpt2")
+
+
+# text with special tokens mixed in, and a few characters that stress the patterns
+pieces = st.one_of(st.text(), st.sampled_from([EOT, "<|pad|>", "<|endoftext", "\n\n", "   ", "'s", "123456", "é", "🐍\u200d",
+                                                   "x\n", "\n y", ".\n", " \n\t", "def f(a):\n    return a\n"]))
+texts = st.lists(pieces, max_size=12).map("".join)
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+
+@given(st.dictionaries(st.binary(min_size=1, max_size=10).map(lambda b: bytes(x % 4 + 97 for x in b)),
+                       st.integers(1, 6), min_size=1, max_size=12), st.integers(1, 40))
+@SETTINGS
+def test_fast_trainer_equals_naive(words, n):
+    assert T.train_bpe(words, n) == T.train_bpe_naive(words, n)
+
+
+def test_fast_trainer_equals_naive_on_real_text():
+    counts = T.count_pretokens([HELD_OUT])
+    assert T.train_bpe(counts, 150) == T.train_bpe_naive(counts, 150)
+
+
+def test_tie_break_goes_to_greatest_byte_pair():
+    # every pair occurs once: the greatest (vocab[a], vocab[b]) wins
+    assert T.train_bpe(Counter({b"abcd": 1}), 1) == [(ord("c"), ord("d"))]
+    assert T.train_bpe(Counter({b"ab": 2, b"zy": 1, b"ba": 2}), 1) == [(ord("b"), ord("a"))]
+
+
+def test_parallel_counting_equals_serial():
+    docs = [TRAIN[i:i + 5000] + EOT for i in range(0, len(TRAIN), 5000)]
+    assert T.count_pretokens(docs, special_tokens=[EOT], n_jobs=2, chunk_chars=50_000) == \
+        T.count_pretokens(docs, special_tokens=[EOT], n_jobs=1)
+
+
+def test_parallel_counting_of_one_long_document():
+    doc = EOT.join(TRAIN[i:i + 5000] for i in range(0, len(TRAIN), 5000))     # one string with many separators
+    assert T.count_pretokens([doc], special_tokens=[EOT], n_jobs=2, chunk_chars=50_000) == \
+        T.count_pretokens([doc], special_tokens=[EOT], n_jobs=1, chunk_chars=10**9)
+    assert len(list(T._chunks([doc], 50_000, [EOT]))) > 3
+
+
+def test_special_tokens_are_never_merged(tok):
+    assert not any(b"<|endoftext|>" in v or b"<|pad|>" in v for v in tok.vocab)
+    assert tok.special_tokens == {EOT: 1022, "<|pad|>": 1023} and tok.eot_id == 1022 and tok.vocab_size == 1024
+
+
+def test_truncation_equals_training_smaller():
+    docs = [TRAIN[:60_000]]
+    big, small = BPETokenizer.train(docs, 700), BPETokenizer.train(docs, 400)
+    assert list(big.truncated(400).merges) == list(small.merges)
+
+
+def test_training_is_deterministic():
+    docs = [TRAIN[:40_000]]
+    assert BPETokenizer.train(docs, 500).merges == BPETokenizer.train(list(reversed(docs)), 500).merges
+
+
+# --- encoding and decoding ------------------------------------------------------------------------------------------
+
+@given(texts)
+@SETTINGS
+def test_roundtrip(tok, s):
+    assert tok.decode(tok.encode(s, allowed_special="all")) == s
+    assert tok.decode(tok.encode(s, disallowed_special=())) == s
+    assert tok.decode(tok.encode_ordinary(s)) == s
+
+
+@given(texts)
+@SETTINGS
+def test_reference_equals_tiktoken(tok, tok2, s):
+    assert tok2.encode_reference(s, allowed_special="all") == tok2.encode(s, allowed_special="all")
+    assert tok.encode_reference(s, allowed_special="all") == tok.encode(s, allowed_special="all")
+    assert tok.encode_reference(s, allowed_special={"<|pad|>"}, disallowed_special=()) == \
+        tok.encode(s, allowed_special={"<|pad|>"}, disallowed_special=())
+
+
+@given(texts)
+@SETTINGS
+def test_greedy_patterns_split_the_same(s):
+    import regex
+    for pattern, greedy in T._GREEDY_EQUIVALENT.items():
+        assert regex.findall(pattern, s) == regex.findall(greedy, s)
+
+
+def test_reference_equals_tiktoken_on_real_text(tok):
+    assert tok.encode_reference(HELD_OUT) == tok.encode(HELD_OUT)
+    other = stdlib_text("email/_header_value_parser.py", "difflib.py")
+    assert tok.encode_reference(other) == tok.encode(other)
+
+
+def test_gpt2_pattern_tokenizer_agrees_with_tiktoken(tok2):
+    assert tok2.encode_reference(HELD_OUT) == tok2.encode(HELD_OUT)
+
+
+@given(texts, st.lists(st.integers(1, 50), min_size=1, max_size=30), st.integers(8, 64))
+@SETTINGS
+def test_encode_iterable_equals_encode(tok, tok2, s, cuts, buffer_chars):
+    parts, i = [], 0
+    for c in cuts * (len(s) // max(1, sum(cuts)) + 1):
+        if i >= len(s): break
+        parts.append(s[i:i + c]); i += c
+    for t in (tok, tok2):
+        expected = t.encode(s, allowed_special="all")
+        assert list(t.encode_iterable(iter(parts), allowed_special="all", buffer_chars=buffer_chars)) == expected
+        expected = t.encode(s, disallowed_special=())
+        assert list(t.encode_iterable(iter(parts), disallowed_special=(), buffer_chars=buffer_chars)) == expected
+
+
+def test_encode_iterable_on_a_file(tok, tmp_path):
+    p = tmp_path / "big.txt"
+    p.write_text((HELD_OUT + EOT) * 3, encoding="utf-8")
+    with open(p, encoding="utf-8", newline="") as f:
+        chunks = list(tok.encode_chunks(f, allowed_special="all", buffer_chars=10_000))
+    assert len(chunks) > 5 and [i for c in chunks for i in c] == tok.encode(p.read_text(encoding="utf-8"), allowed_special="all")
+
+
+def test_unicode_edge_cases(tok):
+    for s in ["", " ", "\n", "\x00", "🐍" * 50, "ß" * 1000, "  \n  \n", "a\r\nb", "\ud800 lone surrogate"]:
+        out = tok.decode(tok.encode(s))
+        assert out == s or (s.startswith("\ud800") and out == "\ufffd lone surrogate")
+        assert tok.encode_reference(s) == tok.encode(s)
+
+
+# --- bad input --------------------------------------------------------------------------------------------------------
+
+def test_vocab_too_small():
+    with pytest.raises(ValueError, match="too small"): BPETokenizer.train([TRAIN], 256)
+    with pytest.raises(ValueError, match="too small"): BPETokenizer.train([TRAIN], 257, special_tokens=[EOT, "<|pad|>"])
+    assert BPETokenizer.train([TRAIN], 257).vocab_size == 257   # 256 bytes + <|endoftext|>, no merges
+
+
+def test_empty_corpus():
+    for corpus in ([], [""], [EOT, EOT + EOT]):
+        with pytest.raises(ValueError, match="empty"): BPETokenizer.train(corpus, 300)
+
+
+def test_small_corpus_warns():
+    with pytest.warns(UserWarning, match="only supports"):
+        t = BPETokenizer.train(["abab"], 300)
+    assert t.vocab_size == 256 + len(t.merges) + 1 and t.decode(t.encode("abab")) == "abab"
+
+
+def test_non_str_input(tok):
+    with pytest.raises(TypeError): BPETokenizer.train([b"bytes"], 300)
+    with pytest.raises(TypeError): tok.encode_reference(b"bytes")
+    with pytest.raises(TypeError): list(tok.encode_iterable([b"bytes"]))
+
+
+def test_decode_invalid_utf8(tok):
+    ids = tok.encode("é")           # two bytes; the first alone is not valid UTF-8
+    first = [i for i in range(256) if tok.vocab[i] == "é".encode()[:1]]
+    assert tok.decode(first) == "\ufffd"                      # documented default: errors="replace", like tiktoken
+    with pytest.raises(ValueError, match="not valid UTF-8"): tok.decode(first, errors="strict")
+    assert tok.decode_bytes(first) == b"\xc3" and tok.decode(ids, errors="strict") == "é"
+
+
+def test_decode_unknown_id(tok):
+    for bad in ([tok.vocab_size], [-1], ["a"]):
+        with pytest.raises(ValueError, match="not a token id"): tok.decode(bad)
+
+
+def test_special_tokens_in_text(tok):
+    with pytest.raises(ValueError, match="contains the special token"): tok.encode("a " + EOT)
+    with pytest.raises(ValueError, match="contains the special token"): tok.encode_reference("a " + EOT)
+    with pytest.raises(ValueError, match="not special tokens"): tok.encode("a", allowed_special={"<|nope|>"})
+    with pytest.raises(ValueError, match="not special tokens"): tok.encode_reference("a", allowed_special={"<|nope|>"})
+    with pytest.raises(ValueError, match="contains the special token"): list(tok.encode_iterable(["x" * 50, EOT]))
+    assert tok.encode(EOT, allowed_special={EOT}) == [tok.eot_id]
+    assert tok.eot_id not in tok.encode(EOT, disallowed_special=())
+    assert tok.decode(tok.encode("<|unknown|>")) == "<|unknown|>"   # not a special token: ordinary text
+    # an allowed special token is encoded whole; a disallowed one raises even if another one is allowed
+    assert tok.encode("<|pad|>", allowed_special={"<|pad|>"}) == [tok.special_tokens["<|pad|>"]]
+    with pytest.raises(ValueError): tok.encode("<|pad|>" + EOT, allowed_special={"<|pad|>"})
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="permutation"): Tokenizer([], byte_order=[0] * 256)
+    with pytest.raises(ValueError, match="does not exist"): Tokenizer([(0, 999)])
+    with pytest.raises(ValueError, match="repeated"): Tokenizer([(97, 98), (97, 98)])
+    with pytest.raises(ValueError, match="distinct"): BPETokenizer([], [EOT, EOT])
+    with pytest.raises(ValueError, match="follow the merges"): BPETokenizer([], {EOT: 5})
+
+
+# --- save and load ----------------------------------------------------------------------------------------------------
+
+def test_save_load_json(tok, tmp_path):
+    t2 = BPETokenizer.load(tok.save(tmp_path / "t.json"))
+    assert (t2.merges, t2.special_tokens, t2.pattern) == (tok.merges, tok.special_tokens, tok.pattern)
+    assert t2.encode(HELD_OUT) == tok.encode(HELD_OUT)
+
+
+def test_save_load_tiktoken(tok, tmp_path):
+    t2 = BPETokenizer.load(tok.save(tmp_path / "t.tiktoken"), special_tokens=[EOT, "<|pad|>"])
+    assert t2.vocab == tok.vocab and t2.special_tokens == tok.special_tokens
+    assert t2.encode_reference(HELD_OUT) == tok.encode(HELD_OUT)
+    # the file is tiktoken's format: tiktoken's own loader reads it
+    from tiktoken.load import load_tiktoken_bpe
+    assert load_tiktoken_bpe(str(tmp_path / "t.tiktoken")) == {b: i for i, b in enumerate(tok.vocab)}
+
+
+def test_load_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError): BPETokenizer.load(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a tokenizer"): BPETokenizer.load(tmp_path / "x.json")
+    (tmp_path / "x.tiktoken").write_text("oops\n")
+    with pytest.raises(ValueError, match="BASE64 RANK"): BPETokenizer.load(tmp_path / "x.tiktoken")
+
+
+def test_tampered_json_is_rejected(tok, tmp_path):
+    import json
+    p = tok.save(tmp_path / "t.json")
+    state = json.loads(p.read_text(encoding="utf-8"))
+    state["merges"][5] = "nothere q"
+    p.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(ValueError, match="merge 5"): BPETokenizer.load(p)
+    state["merges"][5] = state["merges"][4]          # a repeated merge would give two ids to one token
+    p.write_text(json.dumps(state), encoding="utf-8")
+    with pytest.raises(ValueError): BPETokenizer.load(p)
+
+
+# --- GPT-2 ------------------------------------------------------------------------------------------------------------
+
+@given(texts)
+@SETTINGS
+def test_gpt2_matches_tiktoken(gpt2, s):
+    ours, official = gpt2
+    assert ours.encode_reference(s, allowed_special="all") == official.encode(s, allowed_special="all")
+
+
+def test_gpt2_matches_tiktoken_on_real_text(gpt2):
+    ours, official = gpt2
+    text = HELD_OUT + stdlib_text("email/_header_value_parser.py")
+    assert ours.encode_reference(text) == official.encode(text) == ours.encode(text)
+    assert ours.vocab_size == official.n_vocab == 50257 and ours.eot_id == official.eot_token == 50256
+    assert ours.decode(official.encode(text)) == text
+
+
+def test_gpt2_save_load(gpt2, tmp_path):
+    ours, _ = gpt2
+    again = BPETokenizer.load(ours.save(tmp_path / "gpt2.json"))
+    assert isinstance(again, GPT2Tokenizer) and again.encode(HELD_OUT) == ours.encode(HELD_OUT)
+
+
+# --- the book's tokenizer ---------------------------------------------------------------------------------------------
+
+def test_default_tokenizer_contract(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path))
+    monkeypatch.setenv("LLMFS_SCALE", "test")
+    calls = []
+    def fake_texts(max_chars):
+        calls.append(max_chars)
+        return iter([TRAIN])
+    monkeypatch.setattr(T, "_training_texts", fake_texts)
+    t1 = T.default_tokenizer(600)
+    t2 = T.default_tokenizer(600)            # second call loads from the cache
+    assert len(calls) == 1 and t1.merges == t2.merges
+    assert t1.vocab_size == 600 and t1.eot_id == 599 and t1.decode(t1.encode("x = 1" + EOT, allowed_special={EOT})) == "x = 1" + EOT
+    assert (tmp_path / "test" / "tokenizer" / "stdlib-bpe-600-v2.json").is_file()
+
+
+# --- command line -----------------------------------------------------------------------------------------------------
+
+def test_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMFS_SCALE", "test")
+    monkeypatch.setattr(T, "_training_texts", lambda max_chars: iter([TRAIN]))
+    src = tmp_path / "a.py"
+    src.write_text(HELD_OUT, encoding="utf-8")
+    assert T.main(["train", str(src), "--vocab-size", "500", "--pattern", "gpt2", "--out", str(tmp_path / "t.json")]) == 0
+    t = BPETokenizer.load(tmp_path / "t.json")
+    assert t.vocab_size == 500 and t.pattern == GPT2_SPLIT_PATTERN
+    assert T.main(["encode", str(src), "--tokenizer", str(tmp_path / "t.json")]) == 0
+    assert f"-> {len(t.encode(HELD_OUT))} tokens" in capsys.readouterr().out
+    assert T.main(["info"]) == 0 and "BPETokenizer(vocab_size=1024" in capsys.readouterr().out
+    with pytest.raises(SystemExit): T.main(["train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit): T.main(["train", str(src), "--vocab-size", "10", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit): T.main(["encode", str(tmp_path / "missing.txt")])
