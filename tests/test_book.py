@@ -103,6 +103,15 @@ def make_fixture(root: Path) -> Path:
     return root
 
 
+def fixture_with_appendix_cell(tmp_path: Path, cell: dict) -> Path:
+    "A fresh fixture book whose appendix ends with `cell`."
+    root = make_fixture(tmp_path / "b")
+    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
+    nb["cells"].append({**cell, "id": "extra"})
+    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    return root
+
+
 def pdftext(pdf: Path, *args: str) -> str:
     return subprocess.run(["pdftotext", *args, str(pdf), "-"], capture_output=True, text=True, check=True).stdout
 
@@ -238,10 +247,7 @@ def test_invalid_notebook_json_is_a_clear_error(tmp_path):
 
 
 def test_missing_citation_key_is_a_clear_error(tmp_path):
-    root = make_fixture(tmp_path / "b")
-    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
-    nb["cells"].append(md("As argued by [@nobody2099]."))
-    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    root = fixture_with_appendix_cell(tmp_path, md("As argued by [@nobody2099]."))
     (root / "fixture.pdf").write_bytes(b"%PDF-1.5 previous good book")
     r = _cli(root)
     assert r.returncode == 1 and "citation @nobody2099 is not in the bibliography" in r.stderr and "02_app" in r.stderr
@@ -249,29 +255,20 @@ def test_missing_citation_key_is_a_clear_error(tmp_path):
 
 
 def test_undefined_cross_reference_is_a_clear_error(tmp_path):
-    root = make_fixture(tmp_path / "b")
-    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
-    nb["cells"].append(md("See @fig-nowhere."))
-    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    root = fixture_with_appendix_cell(tmp_path, md("See @fig-nowhere."))
     with pytest.raises(BookError, match=r"02_app.*@fig-nowhere has no matching label"):
         book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
 
 
 def test_missing_image_is_a_clear_error(tmp_path):
-    root = make_fixture(tmp_path / "b")
-    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
-    nb["cells"].append(md("![A diagram.](../figures/not-there.png)"))
-    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    root = fixture_with_appendix_cell(tmp_path, md("![A diagram.](../figures/not-there.png)"))
     with pytest.raises(BookError, match=r"image '../figures/not-there.png' does not exist"):
         book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
 
 
 @needs_tex
 def test_latex_error_fails_the_build(tmp_path):
-    root = make_fixture(tmp_path / "b")
-    nb = json.loads((root / "nbs" / "02_app.ipynb").read_text())
-    nb["cells"].append(md("Broken: \\thiscommanddoesnotexist{x}"))
-    (root / "nbs" / "02_app.ipynb").write_text(json.dumps(nb))
+    root = fixture_with_appendix_cell(tmp_path, md("Broken: \\thiscommanddoesnotexist{x}"))
     with pytest.raises(BookError, match=r"xelatex failed.*\n.*Undefined control sequence"):
         book.build_pdf(book.read_spec(root), root / "out.pdf", root / "_build")
     assert not (root / "out.pdf").exists()
