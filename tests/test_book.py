@@ -321,3 +321,28 @@ def test_execute_refreshes_outputs_at_book_scale(tmp_path):
     with pytest.raises(BookError, match=r"02_app.ipynb failed while executing at book scale[\s\S]*chapter broke"):
         book.execute_chapters(spec)
     assert nb_path.read_text() == before
+
+
+def test_quarto_path_stages_processed_notebooks(tmp_path, monkeypatch):
+    """With Quarto installed, `llmfs book` renders nbdev-processed copies of the chapters with `quarto render`.
+    Quarto cannot be installed here, so a stand-in `quarto` on PATH records what it was given and writes a PDF."""
+    root = make_fixture(tmp_path / "b")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    log = tmp_path / "quarto-args.txt"
+    (fake_bin / "quarto").write_text(
+        "#!/usr/bin/env bash\n"
+        f"echo \"$@\" > {log}\n"
+        "mkdir -p \"$2/_book\" && printf '%%PDF-1.5 stand-in' > \"$2/_book/fixture.pdf\"\n")
+    (fake_bin / "quarto").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    res = book.build_book(root, root / "out.pdf")  # engine auto picks quarto when it is on PATH
+    stage = root / "_proc" / "book"
+    assert log.read_text().split() == ["render", str(stage), "--to", "pdf"]
+    assert res.pdf.read_bytes() == b"%PDF-1.5 stand-in"
+    for rel in ["_quarto.yml", "refs.bib", "qr.png", "_titlepage.tex", "nbs/index.ipynb", "nbs/01_feat.ipynb", "nbs/02_app.ipynb"]:
+        assert (stage / rel).is_file(), rel
+    staged = (stage / "nbs" / "01_feat.ipynb").read_text()
+    assert "HIDDEN_SETUP_MARKER" not in staged and "PLUMBING_BODY_MARKER" not in staged, "nbdev's processors ran"
+    assert "SHOWN_BODY_MARKER" in staged and "#| label: fig-demo" in staged, "Quarto's own cell options are kept"
+    assert "https://example.org/fixture-home" in (stage / "_titlepage.tex").read_text()
