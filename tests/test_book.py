@@ -346,3 +346,15 @@ def test_quarto_path_stages_processed_notebooks(tmp_path, monkeypatch):
     assert "HIDDEN_SETUP_MARKER" not in staged and "PLUMBING_BODY_MARKER" not in staged, "nbdev's processors ran"
     assert "SHOWN_BODY_MARKER" in staged and "#| label: fig-demo" in staged, "Quarto's own cell options are kept"
     assert "https://example.org/fixture-home" in (stage / "_titlepage.tex").read_text()
+
+
+def test_execute_flag_reports_a_failing_chapter(tmp_path):
+    "`llmfs book --execute` stops at the first chapter that fails, names it, exits 1 and leaves that notebook as it was."
+    root = make_fixture(tmp_path / "b")
+    before = (root / "nbs" / "01_feat.ipynb").read_text()
+    r = _cli(root, "--execute")
+    assert r.returncode == 1, r.stderr
+    assert "executed nbs/index.ipynb" in r.stderr and "01_feat.ipynb failed while executing at book scale" in r.stderr
+    assert "NameError: name 'colored' is not defined" in r.stderr and "\x1b[" not in r.stderr.split("failed while")[1]
+    assert (root / "nbs" / "01_feat.ipynb").read_text() == before
+    assert not (root / "fixture.pdf").exists()
