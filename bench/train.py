@@ -35,7 +35,7 @@ def recipes(vocab_size: int, steps: int, modern_lr: float) -> dict[str, tuple[GP
     tc = TrainConfig(batch_size=12, max_steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
                      beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20, ckpt_interval=0,
                      seed=1337, dtype="float32", device="cpu", threads=2)
-    return {"gpt2": (GPTConfig(**arch), tc),
+    return {"gpt2": (GPTConfig(**arch, gelu_approximate="none"), tc),  # nanoGPT's MLP uses the exact GELU
             "modern": (GPTConfig.modern(**arch), replace(tc, lr=modern_lr, min_lr=modern_lr / 10))}
 
 
