@@ -3,43 +3,151 @@
 
 nanoGPT's README recipe: character-level tinyshakespeare (90/10 split), n_layer 4, n_head 4, n_embd 128, block 64,
 batch 12, lr 1e-3 (warmup 100, cosine to 1e-4 at 2000), beta2 0.99, weight decay 0.1, clip 1.0, dropout 0, no biases,
-2000 iterations, evaluation every 250 steps on 20 batches; torch.set_num_threads(2). On this machine nanoGPT runs it at
-about 27,000 tokens/s and ends at val loss 1.886 after about 80 s.
+2000 iterations, evaluation every 250 steps on 20 batches; torch.set_num_threads(2). The issue that set this benchmark
+measured nanoGPT here at about 27,000 tokens/s, ending at val loss 1.886 after about 80 s.
 
-Runs (1) the same GPT-2 architecture and recipe, (2) the book's modern recipe (RMSNorm, SwiGLU, RoPE, QK-norm and a
-higher learning rate) for as many steps as fit in run (1)'s wall-clock time, and prints a table.
-Usage: python bench/train.py [--only gpt2|modern] [--steps 2000]
+This shared 2-core machine changes speed by up to 2x from one hour to the next, so a number measured another day is no
+yardstick. The benchmark therefore also runs a reference: the same recipe written the way nanoGPT writes it (plain
+PyTorch modules, `torch.optim.AdamW`, the global random generator for batches, train and val estimates every 250
+steps), in alternation with ours on the same machine. With seed 1337 the reference ends at nanoGPT's val loss, 1.8857.
+
+Runs (0) the reference, (1) the book's GPT-2 architecture and recipe, (2) the same architecture with the learning
+rate tuned (`--tuned-lr`), (3) the book's modern recipe (RMSNorm, SwiGLU, RoPE, QK-norm and a higher learning rate)
+for as many steps as fit in run (1)'s wall-clock time, and (4) short runs of (0) and (1) in alternation, whose tokens/s
+ratio is the speed comparison. Prints a table.
+Usage: python bench/train.py [--only reference gpt2 tuned modern speed] [--seeds 1337 1 2] [--speed-rounds 7]
 """
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from llm_from_scratch.model import GPT, GPTConfig  # noqa: E402
-from llm_from_scratch.train import TrainConfig, char_data, evaluate, read_metrics, train  # noqa: E402
+from llm_from_scratch.train import TrainConfig, TrainData, char_data, evaluate, read_metrics, train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
-NANOGPT = {"tok_per_s": 27_000, "val_loss": 1.886, "seconds": 80.0}
+ISSUE = {"tok_per_s": 27_000, "val_loss": 1.886, "seconds": 80.0}   # nanoGPT as measured when the issue was written
 
 
-def recipes(vocab_size: int, steps: int, modern_lr: float) -> dict[str, tuple[GPTConfig, TrainConfig]]:
+def recipes(vocab_size: int, steps: int, modern_lr: float, tuned_lr: float) -> dict[str, tuple[GPTConfig, TrainConfig]]:
     arch = dict(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
     tc = TrainConfig(batch_size=12, max_steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
                      beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20, ckpt_interval=0,
                      seed=1337, dtype="float32", device="cpu", threads=2)
-    return {"gpt2": (GPTConfig(**arch, gelu_approximate="none"), tc),  # nanoGPT's MLP uses the exact GELU
+    gpt2 = GPTConfig(**arch, gelu_approximate="none")    # nanoGPT's MLP uses the exact GELU
+    return {"gpt2": (gpt2, tc), "tuned": (gpt2, replace(tc, lr=tuned_lr, min_lr=tuned_lr / 10)),
             "modern": (GPTConfig.modern(**arch), replace(tc, lr=modern_lr, min_lr=modern_lr / 10))}
 
 
-def run(name: str, mcfg: GPTConfig, tcfg: TrainConfig, data) -> dict:
+# ---- the reference: nanoGPT's model and training loop for this recipe, in plain PyTorch --------------------------------
+class _RefBlock(nn.Module):
+    def __init__(self, d: int, n_head: int):
+        super().__init__()
+        # registered in nanoGPT's order, which fixes the order of random draws and of the gradient-norm sum
+        self.ln_1, self.c_attn = nn.LayerNorm(d, bias=False), nn.Linear(d, 3 * d, bias=False)
+        self.attn_proj, self.ln_2 = nn.Linear(d, d, bias=False), nn.LayerNorm(d, bias=False)
+        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
+        self.n_head = n_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in self.c_attn(self.ln_1(x)).split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).contiguous().view(B, T, C)
+        x = x + self.attn_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class _RefGPT(nn.Module):
+    "nanoGPT's GPT for bias=False, dropout 0: learned positions, tied head, N(0, 0.02) init, scaled residual projections."
+    def __init__(self, vocab: int, block: int, n_layer: int, n_head: int, d: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
+        self.h = nn.ModuleList(_RefBlock(d, n_head) for _ in range(n_layer))
+        self.ln_f, self.lm_head = nn.LayerNorm(d, bias=False), nn.Linear(d, vocab, bias=False)
+        self.wte.weight = self.lm_head.weight
+        for m in self.modules():    # same order of draws as nanoGPT's self.apply(_init_weights)
+            if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h: x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def reference(data: TrainData, steps: int = 2000, seed: int = 1337, eval_interval: int = 250, val_batches: int = 200) -> dict:
+    """nanoGPT's train.py for this recipe: global-RNG batches from a uint16 array, train and val estimates (20 batches
+    each) every `eval_interval` steps, torch.optim.AdamW, clipping at 1.0, warmup (it+1)/(warmup+1), steps 0..`steps`
+    inclusive. tok/s counts training time only; val@20 is the estimate at step `steps`, as nanoGPT prints it; val@200
+    the book's fixed sample of `val_batches` batches (skipped when 0)."""
+    torch.manual_seed(seed)
+    splits = {"train": data.train.numpy().astype(np.uint16), "val": data.val.numpy().astype(np.uint16)}
+    B, T, lr0, min_lr, warmup = 12, 64, 1e-3, 1e-4, 100
+
+    def get_batch(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = splits[split]
+        ix = torch.randint(len(d) - T, (B,))
+        return (torch.stack([torch.from_numpy(d[i:i + T].astype(np.int64)) for i in ix]),
+                torch.stack([torch.from_numpy(d[i + 1:i + 1 + T].astype(np.int64)) for i in ix]))
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = model(x)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
+
+    @torch.no_grad()
+    def estimate() -> float:
+        model.eval()
+        out = {s: sum(loss_of(*get_batch(s)).item() for _ in range(20)) / 20 for s in ("train", "val")}
+        model.train()
+        return out["val"]
+
+    def lr_at(it: int) -> float:
+        if it < warmup: return lr0 * (it + 1) / (warmup + 1)
+        return min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (steps - warmup))) * (lr0 - min_lr)
+
+    model = _RefGPT(data.vocab_size, T, 4, 4, 128)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=lr0, betas=(0.9, 0.99))
+    x, y = get_batch("train")
+    start = t0 = time.perf_counter()
+    train_s, val = 0.0, float("nan")
+    for it in range(steps + 1):
+        for g in opt.param_groups: g["lr"] = lr_at(it)
+        if it % eval_interval == 0:
+            te = time.perf_counter(); val = estimate(); t0 += time.perf_counter() - te
+        loss = loss_of(x, y)
+        x, y = get_batch("train")
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        t1 = time.perf_counter(); train_s += t1 - t0; t0 = t1
+    wall = time.perf_counter() - start
+    return {"run": "reference: nanoGPT's recipe and code, plain PyTorch", "steps": steps + 1,
+            "tok/s": (steps + 1) * B * T / train_s, "wall s": wall, "val loss (20 batches)": val,
+            "val loss (200 batches)": evaluate(model, data.val, B, T, val_batches, seed=2024) if val_batches else float("nan"),
+            "params": sum(p.numel() for p in params)}
+
+
+# ---- the book's runs ------------------------------------------------------------------------------------------------
+def run(name: str, mcfg: GPTConfig, tcfg: TrainConfig, data: TrainData) -> dict:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         res = train(mcfg, tcfg, data, d, progress=False)
@@ -50,7 +158,7 @@ def run(name: str, mcfg: GPTConfig, tcfg: TrainConfig, data) -> dict:
             "params": res["model"].num_params()}
 
 
-def steps_per_second(mcfg: GPTConfig, tcfg: TrainConfig, data, n: int = 60) -> float:
+def steps_per_second(mcfg: GPTConfig, tcfg: TrainConfig, data: TrainData, n: int = 60) -> float:
     "Measured optimiser steps per second over `n` steps, after 10 warm-up steps (from the run's own metrics log)."
     with tempfile.TemporaryDirectory() as d:
         train(mcfg, replace(tcfg, max_steps=10 + n, eval_interval=10**9, eval_batches=1), data, d, progress=False)
@@ -58,49 +166,86 @@ def steps_per_second(mcfg: GPTConfig, tcfg: TrainConfig, data, n: int = 60) -> f
     return n / (times[10 + n] - times[10])
 
 
+def speed_pairs(mcfg: GPTConfig, tcfg: TrainConfig, data: TrainData, rounds: int, steps: int = 300) -> list[tuple[float, float]]:
+    """Training tokens/s of the reference and of the book's loop (nanoGPT's recipe), in `rounds` short runs of `steps`
+    steps each, alternating which goes first: both see the same machine within seconds of each other, and a drift in its
+    speed favours neither. Returns (reference, ours) pairs."""
+    def ref() -> float:
+        return reference(data, steps - 1, eval_interval=10**9, val_batches=0)["tok/s"]
+
+    def ours() -> float:
+        with tempfile.TemporaryDirectory() as d:
+            return train(mcfg, replace(tcfg, max_steps=steps, eval_interval=10**9, eval_batches=1), data, d,
+                         progress=False)["tok_per_s"]
+
+    pairs = []
+    for r in range(rounds):
+        if r % 2: o = ours(); f = ref()
+        else: f = ref(); o = ours()
+        pairs.append((f, o))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=("gpt2", "modern"), default=None)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--only", choices=("reference", "gpt2", "tuned", "modern", "speed"), nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--speed-rounds", type=int, default=7,
+                    help="alternating 300-step runs of the reference and run (1) that measure the speed ratio")
+    ap.add_argument("--tuned-lr", type=float, default=3e-3)
     ap.add_argument("--modern-lr", type=float, default=3e-3)
     ap.add_argument("--modern-steps", type=int, default=None, help="fix the modern run's steps instead of matching time")
-    ap.add_argument("--extra-seeds", type=int, nargs="*", default=[],
-                    help="also run the GPT-2 recipe with these seeds, to show the spread of the final loss")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1337],
+                    help="seeds for the reference and run (1), to show the spread of the final loss")
     a = ap.parse_args(argv)
     if not DATA.exists():
         print(f"skipping: {DATA} is not there (nanoGPT's tinyshakespeare.txt, only needed for this benchmark)")
         return 0
     torch.set_num_threads(2)
     data = char_data(DATA, val_fraction=0.1)
-    rs = recipes(data.vocab_size, a.steps, a.modern_lr)
-    rows, budget = [], None
-    if a.only in (None, "gpt2"):
-        rows.append(run("ours, GPT-2 architecture (nanoGPT recipe)", *rs["gpt2"], data))
-        budget = rows[-1]["wall s"]
-        for seed in a.extra_seeds:
+    rs = recipes(data.vocab_size, a.steps, a.modern_lr, a.tuned_lr)
+    only = set(a.only or ("reference", "gpt2", "tuned", "modern", "speed"))
+    rows: list[dict] = []
+    for seed in a.seeds:
+        if "reference" in only:
+            rows.append(reference(data, a.steps, seed) | {"seed": seed})
+        if "gpt2" in only:
             mcfg, tcfg = rs["gpt2"]
-            rows.append(run(f"  same, seed {seed}", mcfg, replace(tcfg, seed=seed), data))
-    if a.only in (None, "modern"):
+            rows.append(run("ours, GPT-2 architecture, nanoGPT's recipe", mcfg, replace(tcfg, seed=seed), data)
+                        | {"seed": seed})
+    pairs = speed_pairs(*rs["gpt2"], data, a.speed_rounds) if "speed" in only else []
+    if "tuned" in only:
+        rows.append(run(f"ours, GPT-2 architecture, lr {a.tuned_lr:g}", *rs["tuned"], data) | {"seed": 1337})
+    if "modern" in only:
         mcfg, tcfg = rs["modern"]
         steps = a.modern_steps
-        if steps is None:
-            if budget is None: budget = a.steps * 12 * 64 / NANOGPT["tok_per_s"] + 10
-            g_rate = steps_per_second(*rs["gpt2"], data) if a.only is None else None
-            m_rate = steps_per_second(mcfg, tcfg, data)
-            # same wall-clock as the GPT-2 run: scale its step count by the measured speed ratio
-            steps = int(a.steps * m_rate / g_rate) if g_rate else int(budget * m_rate * 0.93)
-            steps = min(steps, a.steps)
+        if steps is None:   # same wall-clock as run (1): scale its step count by the measured speed ratio
+            g_rate, m_rate = steps_per_second(*rs["gpt2"], data), steps_per_second(mcfg, tcfg, data)
+            steps = min(int(a.steps * m_rate / g_rate), a.steps)
         rows.append(run(f"ours, modern recipe (lr {a.modern_lr:g}), {steps} steps", mcfg,
-                        replace(tcfg, max_steps=steps), data))
-    print(f"\nnanoGPT CPU recipe, tinyshakespeare char-level, {torch.get_num_threads()} threads (shared machine: timings noisy)")
-    print(f"{'run':<52}{'steps':>6}{'tok/s':>9}{'wall s':>8}{'val@20':>8}{'val@200':>9}{'params':>10}")
-    print(f"{'nanoGPT (reference numbers)':<52}{a.steps:>6}{NANOGPT['tok_per_s']:>9,.0f}{NANOGPT['seconds']:>8.0f}"
-          f"{NANOGPT['val_loss']:>8.3f}{'':>9}{'':>10}")
+                        replace(tcfg, max_steps=steps), data) | {"seed": 1337})
+
+    print(f"\nnanoGPT CPU recipe, tinyshakespeare char-level, {torch.get_num_threads()} threads "
+          f"(shared machine: compare rows measured together)")
+    print(f"{'run':<52}{'seed':>5}{'steps':>6}{'tok/s':>9}{'wall s':>8}{'val@20':>8}{'val@200':>9}{'params':>10}")
+    print(f"{'nanoGPT when the issue was written':<52}{1337:>5}{a.steps:>6}{ISSUE['tok_per_s']:>9,.0f}"
+          f"{ISSUE['seconds']:>8.0f}{ISSUE['val_loss']:>8.3f}{'':>9}{'':>10}")
     for r in rows:
-        print(f"{r['run']:<52}{r['steps']:>6}{r['tok/s']:>9,.0f}{r['wall s']:>8.1f}{r['val loss (20 batches)']:>8.3f}"
-              f"{r['val loss (200 batches)']:>9.3f}{r['params']:>10,}")
+        print(f"{r['run']:<52}{r['seed']:>5}{r['steps']:>6}{r['tok/s']:>9,.0f}{r['wall s']:>8.1f}"
+              f"{r['val loss (20 batches)']:>8.3f}{r['val loss (200 batches)']:>9.3f}{r['params']:>10,}")
+    ref = [r for r in rows if r["run"].startswith("reference")]
+    ours = [r for r in rows if r["run"].startswith("ours, GPT-2 architecture, nanoGPT")]
+    if ref and ours:
+        print(f"\nmean val@200 over seeds {a.seeds}: reference {statistics.mean(r['val loss (200 batches)'] for r in ref):.4f}, "
+              f"ours {statistics.mean(r['val loss (200 batches)'] for r in ours):.4f}")
+    if pairs:
+        print(f"\nspeed, {len(pairs)} alternating pairs of 300-step runs (tok/s, reference / ours): "
+              + ", ".join(f"{r:,.0f}/{o:,.0f}" for r, o in pairs))
+        print(f"median tokens/s: reference {statistics.median(r for r, _ in pairs):,.0f}, "
+              f"ours {statistics.median(o for _, o in pairs):,.0f}; median ratio ours/reference "
+              f"{statistics.median(o / r for r, o in pairs):.3f}")
     print("tok/s counts training tokens over training time (evaluation excluded); val@20 is nanoGPT's 20-batch estimate, "
-          "val@200 a 200-batch one. No GPU here: MFU is not measured.")
+          "val@200 a fixed 200-batch sample of the val split. No GPU here: MFU is not measured.")
     return 0
 
 

@@ -1,0 +1,121 @@
+"""The training benchmark's nanoGPT reference is only a yardstick if it computes what the book's model computes: same
+architecture (logits equal given the same weights) and the same recipe. These checks run without ../shared."""
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from llm_from_scratch.core import seed_everything
+from llm_from_scratch.dataloader import random_batch
+from llm_from_scratch.model import GPT
+from llm_from_scratch.train import TrainData, lm_loss, lr_at, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench(name: str = "train"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+NAMES = {"wte": "tok_emb", "wpe": "pos_emb", "h": "blocks", "ln_f": "norm_f", "ln_1": "norm1", "ln_2": "norm2",
+         "c_attn": "attn.qkv", "attn_proj": "attn.proj", "c_fc": "mlp.fc", "mlp_proj": "mlp.proj"}
+
+
+def book_state_from_reference(ref: torch.nn.Module) -> dict[str, torch.Tensor]:
+    "The reference's weights under the book's parameter names."
+    return {".".join(NAMES.get(part, part) for part in k.split(".")): v for k, v in ref.state_dict().items()}
+
+
+def reference_state_from_book(model: GPT) -> dict[str, torch.Tensor]:
+    back = {v: k for k, v in NAMES.items()}
+    out = {}
+    for k, v in model.state_dict().items():
+        for book, ref in back.items(): k = k.replace(book, ref)
+        out[k] = v
+    return out
+
+
+def test_reference_is_the_books_gpt2_architecture():
+    bench = load_bench()
+    mcfg, _ = bench.recipes(65, 2000, 3e-3, 3e-3)["gpt2"]
+    torch.manual_seed(0)
+    ref = bench._RefGPT(65, 64, 4, 4, 128)
+    ours = GPT(mcfg).eval()
+    ours.load_state_dict(book_state_from_reference(ref))
+    idx = torch.randint(0, 65, (3, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx), ref.eval()(idx), rtol=0, atol=1e-6)
+    assert sum(p.numel() for p in ref.parameters()) == ours.num_params()
+
+
+def random_data(vocab: int = 20, n: int = 4000) -> TrainData:
+    tokens = torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(0))
+    return TrainData("random", tokens[: n * 9 // 10], tokens[n * 9 // 10:], vocab)
+
+
+def test_books_training_loop_equals_the_reference_loop():
+    """`train` with nanoGPT's recipe updates the weights exactly as the reference's loop (torch.optim.AdamW,
+    nn.utils.clip_grad_norm_) does, given the same initial weights and the same batches."""
+    bench = load_bench()
+    data = random_data()
+    mcfg, tcfg = bench.recipes(data.vocab_size, 2000, 3e-3, 3e-3)["gpt2"]
+    tcfg = replace(tcfg, max_steps=25, warmup_steps=5, lr=3e-3, min_lr=3e-4, eval_interval=10**6, eval_batches=1,
+                   seed=0, threads=0)
+    seed_everything(tcfg.seed)
+    start = GPT(mcfg).state_dict()
+    ours = train(mcfg, tcfg, data, bench.tempfile.mkdtemp(), progress=False)["model"]
+
+    ref = bench._RefGPT(data.vocab_size, mcfg.block_size, mcfg.n_layer, mcfg.n_head, mcfg.n_embd)
+    ref.load_state_dict(reference_state_from_book(_with(mcfg, start)))
+    params = list(ref.parameters())
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2))
+    gen = torch.Generator().manual_seed(tcfg.seed)
+    for step in range(tcfg.max_steps):
+        for g in opt.param_groups: g["lr"] = lr_at(step, tcfg.lr, tcfg.min_lr, tcfg.warmup_steps, tcfg.max_steps)
+        x, y = random_batch(data.train, tcfg.batch_size, mcfg.block_size, gen)
+        lm_loss(ref(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    got, want = ours.state_dict(), book_state_from_reference(ref)
+    assert any((got[k] != start[k]).any() for k in got)              # training moved the weights
+    for k in got: torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)    # same operations in the same order
+
+
+def _with(mcfg, state) -> GPT:
+    m = GPT(mcfg)
+    m.load_state_dict(state)
+    return m
+
+
+def test_reference_and_recipe_agree_on_the_schedule_and_run():
+    bench = load_bench()
+    data = random_data()
+    res = bench.reference(data, steps=10, seed=0)
+    assert res["steps"] == 11 and res["tok/s"] > 0
+    assert 2.5 < res["val loss (200 batches)"] < 3.5        # about ln(20) = 3.0 for random tokens
+    _, tcfg = bench.recipes(20, 2000, 3e-3, 3e-3)["gpt2"]
+    assert (tcfg.lr, tcfg.min_lr, tcfg.warmup_steps, tcfg.beta2, tcfg.weight_decay, tcfg.grad_clip, tcfg.batch_size) == \
+        (1e-3, 1e-4, 100, 0.99, 0.1, 1.0, 12)
+
+
+def test_bench_skips_without_the_dataset(monkeypatch, capsys, tmp_path):
+    bench = load_bench()
+    monkeypatch.setattr(bench, "DATA", tmp_path / "missing.txt")
+    assert bench.main([]) == 0
+    assert "skipping" in capsys.readouterr().out
+
+
+def test_mfu_script_runs_and_knows_its_peaks(capsys):
+    mfu = load_bench("mfu")
+    assert mfu.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and mfu.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert mfu.peak_flops("NVIDIA H200") == 989e12 and mfu.peak_flops("a mystery GPU") is None
+    assert mfu.main(["--smoke", "--steps", "6", "--warmup", "2", "--no-compile", "--peak-tflops", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "MFU" in out and "of 0.5 peak" in out
