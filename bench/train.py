@@ -6,10 +6,10 @@ batch 12, lr 1e-3 (warmup 100, cosine to 1e-4 at 2000), beta2 0.99, weight decay
 2000 iterations, evaluation every 250 steps on 20 batches; torch.set_num_threads(2). The issue that set this benchmark
 measured nanoGPT here at about 27,000 tokens/s, ending at val loss 1.886 after about 80 s.
 
-This shared 2-core machine changes speed by a factor of two or more from one hour to the next, so a number measured another day is no
-yardstick. The benchmark therefore also runs a reference: the same recipe written the way nanoGPT writes it (plain
-PyTorch modules, `torch.optim.AdamW`, the global random generator for batches, train and val estimates every 250
-steps), in alternation with ours on the same machine. With seed 1337 the reference ends at nanoGPT's val loss, 1.8857.
+This shared 2-core machine changes speed by a factor of two or more from one hour to the next, so a number measured
+another day is no yardstick. The benchmark therefore also runs a reference: the same recipe written the way nanoGPT
+writes it (plain PyTorch modules, `torch.optim.AdamW`, the global random generator for batches, train and val estimates
+every 250 steps), in alternation with ours on the same machine. With seed 1337 the reference ends at nanoGPT's val loss, 1.8857.
 
 Runs (0) the reference, (1) the book's GPT-2 architecture and recipe, (2) the same architecture with the learning
 rate tuned (`--tuned-lr`), (3) the book's modern recipe (RMSNorm, SwiGLU, RoPE, QK-norm and a higher learning rate)
