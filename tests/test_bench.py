@@ -9,7 +9,7 @@ import torch
 from llm_from_scratch.core import seed_everything
 from llm_from_scratch.dataloader import random_batch
 from llm_from_scratch.model import GPT
-from llm_from_scratch.train import TrainData, lm_loss, lr_at, train
+from llm_from_scratch.train import TrainData, lr_at, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,18 +25,19 @@ NAMES = {"wte": "tok_emb", "wpe": "pos_emb", "h": "blocks", "ln_f": "norm_f", "l
          "c_attn": "attn.qkv", "attn_proj": "attn.proj", "c_fc": "mlp.fc", "mlp_proj": "mlp.proj"}
 
 
+def book_name(ref_name: str) -> str:
+    "The book's name for the reference's parameter `ref_name`."
+    return ".".join(NAMES.get(part, part) for part in ref_name.split("."))
+
+
 def book_state_from_reference(ref: torch.nn.Module) -> dict[str, torch.Tensor]:
     "The reference's weights under the book's parameter names."
-    return {".".join(NAMES.get(part, part) for part in k.split(".")): v for k, v in ref.state_dict().items()}
+    return {book_name(k): v for k, v in ref.state_dict().items()}
 
 
-def reference_state_from_book(model: GPT) -> dict[str, torch.Tensor]:
-    back = {v: k for k, v in NAMES.items()}
-    out = {}
-    for k, v in model.state_dict().items():
-        for book, ref in back.items(): k = k.replace(book, ref)
-        out[k] = v
-    return out
+def load_book_state(ref: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    "Load the book model's `state` into the reference."
+    ref.load_state_dict({k: state[book_name(k)] for k in ref.state_dict()})
 
 
 def test_reference_is_the_books_gpt2_architecture():
@@ -57,7 +58,7 @@ def random_data(vocab: int = 20, n: int = 4000) -> TrainData:
     return TrainData("random", tokens[: n * 9 // 10], tokens[n * 9 // 10:], vocab)
 
 
-def test_books_training_loop_equals_the_reference_loop():
+def test_books_training_loop_equals_the_reference_loop(tmp_path):
     """`train` with nanoGPT's recipe updates the weights exactly as the reference's loop (torch.optim.AdamW,
     nn.utils.clip_grad_norm_) does, given the same initial weights and the same batches."""
     bench = load_bench()
@@ -67,31 +68,18 @@ def test_books_training_loop_equals_the_reference_loop():
                    seed=0, threads=0)
     seed_everything(tcfg.seed)
     start = GPT(mcfg).state_dict()
-    ours = train(mcfg, tcfg, data, bench.tempfile.mkdtemp(), progress=False)["model"]
+    ours = train(mcfg, tcfg, data, tmp_path, progress=False)["model"]
 
     ref = bench._RefGPT(data.vocab_size, mcfg.block_size, mcfg.n_layer, mcfg.n_head, mcfg.n_embd)
-    ref.load_state_dict(reference_state_from_book(_with(mcfg, start)))
-    params = list(ref.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
-                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
-                            lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2))
+    load_book_state(ref, start)
+    opt = bench.reference_optimizer(ref, tcfg.lr, tcfg.weight_decay)
     gen = torch.Generator().manual_seed(tcfg.seed)
     for step in range(tcfg.max_steps):
         for g in opt.param_groups: g["lr"] = lr_at(step, tcfg.lr, tcfg.min_lr, tcfg.warmup_steps, tcfg.max_steps)
-        x, y = random_batch(data.train, tcfg.batch_size, mcfg.block_size, gen)
-        lm_loss(ref(x), y).backward()
-        torch.nn.utils.clip_grad_norm_(ref.parameters(), tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        bench.reference_update(ref, opt, *random_batch(data.train, tcfg.batch_size, mcfg.block_size, gen))
     got, want = ours.state_dict(), book_state_from_reference(ref)
     assert any((got[k] != start[k]).any() for k in got)              # training moved the weights
     for k in got: torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)    # same operations in the same order
-
-
-def _with(mcfg, state) -> GPT:
-    m = GPT(mcfg)
-    m.load_state_dict(state)
-    return m
 
 
 def test_reference_and_recipe_agree_on_the_schedule_and_run():
