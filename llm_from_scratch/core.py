@@ -7,21 +7,31 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/core.html.md"""
 # %% ../nbs/00_core.ipynb #50c690d3
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
+import re
 import shutil
 import sys
+import time
+import typing
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 T = TypeVar("T")
+C = TypeVar("C")
+
 
 # %% auto #0
-__all__ = ['T', 'SCALES', 'COMMANDS', 'get_device', 'seed_everything', 'scale', 'at_scale', 'cache_dir', 'cached', 'project_root',
-           'figure_path', 'info', 'main']
+__all__ = ['T', 'C', 'SCALES', 'get_device', 'seed_everything', 'scale', 'at_scale', 'UserError', 'clean_stale_temps',
+           'atomic_path', 'atomic_write', 'folder_lock', 'cache_dir', 'cached', 'project_root', 'figure_path', 'coerce',
+           'Config', 'Progress']
 
 # %% ../nbs/00_core.ipynb #361663e1
 def get_device(prefer: str | None = None) -> torch.device:
@@ -63,6 +73,99 @@ def at_scale(test: T, book: T) -> T:
     "Pick `test` or `book` according to the current `scale()`."
     return book if scale() == "book" else test
 
+# %% ../nbs/00_core.ipynb #b867ff5a
+class UserError(Exception):
+    """A mistake the user can fix: `what` was wrong and `fix` says what to do. The command line prints it as one line
+    and exits with `code` (2: bad usage or configuration, 1: a failure)."""
+    def __init__(self, what: str, fix: str = "", code: int = 1):
+        super().__init__(what)
+        self.what, self.fix, self.code = what, fix, code
+
+    def __str__(self) -> str: return f"{self.what} - {self.fix}" if self.fix else self.what
+
+_TMP = re.compile(r"^\..+\.llmfs-tmp-(\d+)(?:-\w+)?$")
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def clean_stale_temps(folder: str | Path) -> list[Path]:
+    "Remove the temporary files that `atomic_path` left in `folder` for processes that are no longer alive; return them."
+    folder, gone = Path(folder), []
+    if not folder.is_dir(): return gone
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+def _fsync(p: Path) -> None:
+    if p.is_dir():
+        for q in p.rglob("*"):
+            if q.is_file(): _fsync(q)
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write a file or a folder to. When the block succeeds it is flushed to disk
+    and renamed over `path` in one step; when it fails, it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path.parent)
+    tmp = path.with_name(f".{path.name}.llmfs-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if not tmp.exists(): raise RuntimeError(f"nothing was written to the temporary {tmp} for {path}")
+        _fsync(tmp)
+        if path.is_dir() and not path.is_symlink():          # a folder cannot be renamed over a folder: swap them
+            old = path.with_name(f".{path.name}.llmfs-tmp-{os.getpid()}-old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync(path.parent)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
+    "Write `data` (bytes, text as UTF-8, or a function that writes to a binary file) to `path` atomically; return `path`."
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if callable(data): data(f)
+        else: f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+    return Path(path)
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
+    """Hold an exclusive OS lock on `folder` (created if needed) for the block; a second holder is refused at once.
+    The lock is the kernel's (`flock` on the folder itself): it disappears with the process, so it can never go stale."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:                                       # Windows: no flock, no lock
+        yield folder; return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{folder} is in use by another process ({what})",
+                            "wait for it to finish, or use another folder") from None
+        yield folder
+    finally:
+        os.close(fd)
+
+
 # %% ../nbs/00_core.ipynb #380011cb
 def cache_dir(*parts: str, create: bool = True) -> Path:
     "The artefact cache for the current scale (`$LLMFS_CACHE` or `~/.cache/llm-from-scratch`), joined with `parts`."
@@ -77,16 +180,11 @@ def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False) -> Pa
         raise ValueError(f"cache artefact names are relative paths inside the cache, got {name!r}")
     dst = cache_dir() / name
     if dst.exists() and not rebuild: return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(dst) as tmp:
         build(tmp)
-        if not tmp.exists(): raise RuntimeError(f"the builder for cache artefact {name!r} did not write {tmp}")
-        if dst.exists() and dst.is_dir(): shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        if not tmp.exists(): raise RuntimeError(f"the builder for cache artefact {name!r} did not write anything")
     return dst
+
 
 # %% ../nbs/00_core.ipynb #3089f040
 def project_root(start: Path | str | None = None) -> Path | None:
@@ -104,39 +202,114 @@ def figure_path(name: str) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
 
-# %% ../nbs/00_core.ipynb #e0afe210
-COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("llm_from_scratch.core", "Show the device, scale and cache this installation uses."),
-    "data": ("llm_from_scratch.data", "Build the curated corpus (cached) and show its funnel and splits."),
-    "tokenizer": ("llm_from_scratch.tokenizer", "Train, inspect and run BPE tokenizers (info, train, encode)."),
-    "shards": ("llm_from_scratch.dataloader", "Tokenise the corpus splits into token shards in the cache."),
-    "train": ("llm_from_scratch.train", "Pretrain a GPT on the token shards (chapter 6)."),
-    "book": ("llm_from_scratch.book", "Build the PDF book from the notebooks (see the appendix)."),
-}
+# %% ../nbs/00_core.ipynb #b7b79ca5
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
-def info(argv: list[str] | None = None) -> int:
-    "Print the settings that `core` resolves (the `llmfs info` command)."
-    import platform
-    print(f"llm_from_scratch {_version()}  python {platform.python_version()}  torch {torch.__version__}")
-    print(f"device: {get_device()}   scale: {scale()}   cache: {cache_dir(create=False)}")
-    return 0
+def coerce(value: Any, typ: Any, name: str = "value") -> Any:
+    "`value` as type `typ` (bool, int, float, str, or X | None) when the conversion is unambiguous; else a ValueError naming `name`."
+    args = typing.get_args(typ)
+    if type(None) in args:                                    # X | None
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")): return None
+        (typ,) = [a for a in args if a is not type(None)]
+    bad = ValueError(f"{name} must be {getattr(typ, '__name__', typ)}, got {value!r}")
+    if typ is bool:
+        if isinstance(value, bool): return value
+        if isinstance(value, int) and value in (0, 1): return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool): raise bad
+        if isinstance(value, int): return value
+        if isinstance(value, float) and value.is_integer(): return int(value)
+        if isinstance(value, str):
+            try: f = float(value.strip().replace("_", ""))
+            except ValueError: raise bad from None
+            if f.is_integer(): return int(f)
+        raise bad
+    if typ is float:
+        if isinstance(value, bool): raise bad
+        if isinstance(value, (int, float)): return float(value)
+        if isinstance(value, str):
+            try: return float(value.strip().replace("_", ""))
+            except ValueError: raise bad from None
+        raise bad
+    if typ is str:
+        if isinstance(value, str): return value
+        raise bad
+    return value
 
-def _version() -> str:
-    from llm_from_scratch import __version__
-    return __version__
+class Config:
+    "Mix-in for settings dataclasses: typed `from_dict`, `to_dict` and `diff`."
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        "An instance from a plain dict (a config file's section): unknown keys and values of the wrong type are refused."
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.__name__} settings must be a mapping of field names to values, got {type(d).__name__}")
+        hints, names = typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(names))
+        if unknown: raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {names}")
+        return cls(**{k: coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()})
 
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `llmfs` command: dispatch to the sub-command's module `main(argv)`."
-    import importlib
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: llmfs COMMAND [ARGS...]\n\ncommands:")
-        for k, (_, h) in COMMANDS.items(): print(f"  {k:<12}{h}")
-        return 0 if argv else 2
-    cmd, rest = argv[0], argv[1:]
-    if cmd not in COMMANDS:
-        print(f"llmfs: unknown command {cmd!r}; run `llmfs --help` for the list.", file=sys.stderr)
-        return 2
-    mod = importlib.import_module(COMMANDS[cmd][0])
-    fn = info if cmd == "info" else getattr(mod, "main")
-    return int(fn(rest) or 0)
+    def to_dict(self) -> dict[str, Any]: return dataclasses.asdict(self)
+
+    def diff(self, other: "Config") -> dict[str, tuple[Any, Any]]:
+        "Fields whose values differ between `self` and `other`, as {name: (self's, other's)}."
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+
+
+# %% ../nbs/00_core.ipynb #674480cc
+def _in_notebook() -> bool:
+    ip = sys.modules.get("IPython")
+    shell = ip.get_ipython() if ip is not None and hasattr(ip, "get_ipython") else None
+    return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
+
+def _hms(s: float) -> str:
+    s = int(max(s, 0)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+class Progress:
+    """Progress of a job of `total` units: `mode` 'bar' (a live bar), 'log' (a line to stderr every `every` seconds),
+    'summary' (one line at the end), 'none', or 'auto' (summary in a notebook, bar on a terminal, log otherwise)."""
+    def __init__(self, total: int, desc: str = "", unit: str = "it", mode: str = "auto", initial: int = 0,
+                 every: float = 10.0, file: Any = None):
+        if mode == "auto": mode = "summary" if _in_notebook() else ("bar" if sys.stderr.isatty() else "log")
+        if mode not in ("bar", "log", "summary", "none"): raise ValueError(f"unknown progress mode {mode!r}")
+        self.total, self.desc, self.unit, self.mode, self.every = total, desc, unit, mode, every
+        self.n = self.start_n = initial
+        self.file, self.info = file, {}
+        self.t0 = self.last = time.perf_counter()
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=file) if mode == "bar" else None
+
+    @property
+    def rate(self) -> float:
+        "Units per second since the start."
+        return (self.n - self.start_n) / max(time.perf_counter() - self.t0, 1e-9)
+
+    def line(self) -> str:
+        "One line: done/total, percent, rate, elapsed and remaining time, and the latest `set` values."
+        el, r = time.perf_counter() - self.t0, self.rate
+        eta = (self.total - self.n) / r if r > 0 else float("nan")
+        extra = "".join(f", {k} {v}" for k, v in self.info.items())
+        return (f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / max(self.total, 1):.0f}%), "
+                f"{r:.3g} {self.unit}/s, {_hms(el)} elapsed" + (f", {_hms(eta)} left" if self.n < self.total and eta == eta else "") + extra)
+
+    def set(self, **info: Any) -> None:
+        "Values shown beside the count (e.g. loss=2.31)."
+        self.info.update({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()})
+        if self.bar is not None: self.bar.set_postfix(self.info, refresh=False)
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.bar is not None: self.bar.update(n)
+        elif self.mode == "log" and time.perf_counter() - self.last >= self.every:
+            self.last = time.perf_counter()
+            print(self.line(), file=self.file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None: self.bar.close(); self.bar = None
+        elif self.mode in ("log", "summary"): print(self.line(), file=self.file or (sys.stderr if self.mode == "log" else sys.stdout), flush=True)
+        self.mode = "none"
+
+    def __enter__(self) -> "Progress": return self
+    def __exit__(self, *exc) -> None: self.close()
+

@@ -41,8 +41,7 @@ __all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 
            'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'exact_dedup',
            'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex',
            'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel', 'curate', 'default_max_bytes',
-           'write_jsonl', 'read_jsonl', 'build_corpus', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats',
-           'main']
+           'write_jsonl', 'read_jsonl', 'build_corpus', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
@@ -645,24 +644,3 @@ def iter_texts(split: str = "train", source: str = "stdlib", max_bytes: int | No
 def corpus_stats(source: str = "stdlib", max_bytes: int | None = -1) -> dict:
     "The funnel and split counts recorded when the corpus was built."
     return json.loads((corpus_dir(source, max_bytes) / "stats.json").read_text())
-
-# %% ../nbs/01_data.ipynb #0fe7b45c
-def main(argv: list[str] | None = None) -> int:
-    "The `llmfs data` command: build or find the curated corpus and print its funnel and splits."
-    import argparse
-    ap = argparse.ArgumentParser(prog="llmfs data", description="Build the curated corpus (cached) and show its statistics.")
-    ap.add_argument("--source", default="stdlib", help="stdlib (default), shakespeare, hf:NAME, or a folder path")
-    ap.add_argument("--max-bytes", type=int, default=-1, help="raw bytes to read (default: the scale's; 0 = all)")
-    ap.add_argument("--rebuild", action="store_true", help="curate again even if the cache has the corpus")
-    args = ap.parse_args(argv)
-    mb = None if args.max_bytes == 0 else args.max_bytes
-    try: path = corpus_dir(args.source, mb, rebuild=args.rebuild, progress=True)
-    except (ValueError, OSError, ImportError) as e:
-        print(f"llmfs data: {e}", file=sys.stderr); return 1
-    stats = json.loads((path / "stats.json").read_text())
-    print(f"corpus: {path}")
-    print(f"{'step':<14}{'docs':>8}{'MB':>10}  removed")
-    for r in stats["funnel"]:
-        print(f"{r['step']:<14}{r['docs']:>8}{r['bytes'] / 1e6:>10.2f}  {', '.join(f'{k}: {v}' for k, v in r['removed'].items())}")
-    for s, c in stats["splits"].items(): print(f"{s:<14}{c['docs']:>8}{c['bytes'] / 1e6:>10.2f}")
-    return 0

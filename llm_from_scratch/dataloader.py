@@ -7,7 +7,6 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/dataloader.html.
 # %% ../nbs/03_dataloader.ipynb #f05b996d
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from .core import at_scale, cache_dir, cached
 
 # %% auto #0
 __all__ = ['MANIFEST', 'TokenSource', 'token_dtype', 'write_shards', 'TokenShards', 'default_token_shards',
-           'SlidingWindowDataset', 'random_batch', 'sinusoidal_positions', 'TokenPositionEmbedding', 'main']
+           'SlidingWindowDataset', 'random_batch', 'sinusoidal_positions', 'TokenPositionEmbedding']
 
 # %% ../nbs/03_dataloader.ipynb #cbeeee8d
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -318,16 +317,3 @@ class TokenPositionEmbedding(nn.Module):
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}; crop the input")
         return self.drop(self.tok(idx) + self.position(T))
-
-# %% ../nbs/03_dataloader.ipynb #945cff84
-def main(argv: list[str] | None = None) -> int:
-    "The `llmfs shards` command: tokenise corpus splits into token shards in the artefact cache."
-    p = argparse.ArgumentParser(prog="llmfs shards", description="Tokenise the default corpus into token shards.")
-    p.add_argument("--split", nargs="+", default=["train", "val"], help="corpus splits to tokenise (default: train val)")
-    p.add_argument("--rebuild", action="store_true", help="tokenise again even when cached shards exist")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    for split in a.split:
-        path = default_token_shards(split, rebuild=a.rebuild, progress=not a.quiet)
-        print(f"{split}: {TokenShards(path)!r}")
-    return 0

@@ -29,7 +29,7 @@ from .core import at_scale, cached, project_root
 # %% auto #0
 __all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'get_stats', 'merge', 'count_pretokens', 'train_bpe_naive',
            'train_bpe', 'Tokenizer', 'BPETokenizer', 'bytes_to_unicode', 'GPT2Tokenizer', 'find_gpt2_files',
-           'default_vocab_size', 'default_tokenizer', 'bytes_per_token', 'main']
+           'default_vocab_size', 'default_tokenizer', 'bytes_per_token']
 
 # %% ../nbs/02_tokenizer.ipynb #540f61ad
 def get_stats(ids: Sequence[int], counts: dict[tuple[int, int], int] | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
@@ -625,44 +625,3 @@ def bytes_per_token(tok: BPETokenizer | tiktoken.Encoding, texts: Iterable[str])
         ntok += len(tok.encode(t, disallowed_special=()))
     if ntok == 0: raise ValueError("no text to measure: `texts` is empty")
     return nbytes / ntok
-
-# %% ../nbs/02_tokenizer.ipynb #20e7d452
-def main(argv: list[str] | None = None) -> int:
-    "The `llmfs tokenizer` command: `info`, `train` or `encode`."
-    import argparse, sys, time
-    ap = argparse.ArgumentParser(prog="llmfs tokenizer", description="Train, inspect and run the book's BPE tokenizer.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("info", help="train or load the book's default tokenizer and describe it")
-    tr = sub.add_parser("train", help="train a tokenizer on text files")
-    tr.add_argument("files", nargs="+", type=Path, help="UTF-8 text files, one document each")
-    tr.add_argument("--vocab-size", type=int, default=default_vocab_size())
-    tr.add_argument("--pattern", choices=["gpt4", "gpt2"], default="gpt4", help="pre-tokenisation pattern (default gpt4)")
-    tr.add_argument("--out", type=Path, required=True, help="output file: .json (readable) or .tiktoken")
-    en = sub.add_parser("encode", help="encode a text file (streamed) and report tokens and bytes per token")
-    en.add_argument("file", type=Path)
-    en.add_argument("--tokenizer", type=Path, help="a saved tokenizer (.json); default: the book's tokenizer")
-    args = ap.parse_args(argv)
-    if args.cmd == "info":
-        tok = default_tokenizer()
-        print(f"{tok}\npattern: {tok.pattern}\nfirst merges: " +
-              ", ".join(repr(tok.vocab[i].decode("utf-8", "replace")) for i in range(256, min(266, len(tok.vocab)))))
-        return 0
-    if args.cmd == "train":
-        missing = [str(f) for f in args.files if not f.is_file()]
-        if missing: ap.error(f"no such file(s): {', '.join(missing)}")
-        t0 = time.perf_counter()
-        texts = (f.read_text(encoding="utf-8", errors="replace") for f in args.files)
-        pattern = GPT4_SPLIT_PATTERN if args.pattern == "gpt4" else GPT2_SPLIT_PATTERN
-        try: tok = BPETokenizer.train(texts, args.vocab_size, pattern=pattern)
-        except ValueError as e: ap.error(str(e))
-        tok.save(args.out)
-        print(f"{tok} trained in {time.perf_counter() - t0:.1f} s, saved to {args.out}")
-        return 0
-    if not args.file.is_file(): ap.error(f"no such file: {args.file}")
-    tok = BPETokenizer.load(args.tokenizer) if args.tokenizer else default_tokenizer()
-    t0, n = time.perf_counter(), 0
-    with open(args.file, encoding="utf-8", errors="replace", newline="") as f:
-        for ids in tok.encode_chunks(f, disallowed_special=()): n += len(ids)
-    nbytes, dt = args.file.stat().st_size, time.perf_counter() - t0
-    print(f"{args.file}: {nbytes} bytes -> {n} tokens ({nbytes / max(n, 1):.2f} bytes/token) in {dt:.2f} s")
-    return 0

@@ -7,7 +7,6 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/pretraining.html
 # %% ../nbs/06_pretraining.ipynb #4efadf88
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -25,16 +24,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import cache_dir, get_device, seed_everything
+from .core import Config, Progress, UserError, cache_dir, get_device, scale, seed_everything
 from .dataloader import random_batch
 from .model import GPT, GPTConfig, generate
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'RESUME_FREE', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_',
-           'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'check_compatible', 'NonFiniteLossError', 'data_identity',
-           'read_metrics', 'make_optimizer', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics',
-           'read_config_file', 'build_parser', 'main']
+__all__ = ['CKPT_FORMAT', 'RESUME_FREE', 'CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at',
+           'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_compatible', 'NonFiniteLossError',
+           'data_identity', 'read_metrics', 'make_optimizer', 'train', 'default_data', 'char_data', 'load_data',
+           'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -433,81 +432,62 @@ def plot_metrics(records: list[dict] | str | Path, title: str | None = None, smo
     return fig
 
 # %% ../nbs/06_pretraining.ipynb #8bb020c3
-def _flag_type(default: Any) -> Callable[[str], Any]:
-    if isinstance(default, bool):
-        def parse_bool(s: str) -> bool:
-            if s.lower() in ("1", "true", "yes", "on"): return True
-            if s.lower() in ("0", "false", "no", "off"): return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-        return parse_bool
-    return type(default) if default is not None else int
+CONFIG_SECTIONS = ("preset", "model", "train", "data", "out")
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    "A run configuration from YAML or JSON: {'model': {...}, 'train': {...}, 'data': ..., 'out': ...}."
+    "A run configuration from YAML or JSON: {'preset': NAME, 'model': {...}, 'train': {...}, 'data': SPEC, 'out': DIR}."
     path = Path(path)
+    if not path.is_file(): raise UserError(f"no config file at {path}", "check the path", code=2)
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json": d = json.loads(text)
-    else:
-        import yaml
-        d = yaml.safe_load(text) or {}
-    unknown = set(d) - {"model", "train", "data", "out"}
-    if unknown: raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use model, train, data and out.")
+    try:
+        if path.suffix == ".json": d = json.loads(text)
+        else:
+            import yaml
+            d = yaml.safe_load(text)
+    except Exception as e:                       # json.JSONDecodeError, yaml.YAMLError: say where
+        where = getattr(e, "problem_mark", None)
+        at = f"line {e.lineno}" if hasattr(e, "lineno") else (f"line {where.line + 1}" if where else "")
+        raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}" + (f" ({at})" if at else ""),
+                        "fix its syntax", code=2) from None
+    if d is None: d = {}
+    if not isinstance(d, dict):
+        raise UserError(f"{path} holds a {type(d).__name__}, not a mapping of sections",
+                        f"write sections such as 'model:' and 'train:' ({', '.join(CONFIG_SECTIONS)})", code=2)
+    unknown = sorted(set(d) - set(CONFIG_SECTIONS))
+    if unknown: raise UserError(f"{path}: unknown sections {unknown}", f"use {', '.join(CONFIG_SECTIONS)}", code=2)
+    for k in ("model", "train"):
+        if d.get(k) is not None and not isinstance(d[k], dict):
+            raise UserError(f"{path}: section '{k}' must be a mapping of field names to values, got {d[k]!r}", code=2)
+    for k in ("preset", "data", "out"):
+        if d.get(k) is not None and not isinstance(d[k], str):
+            raise UserError(f"{path}: '{k}' must be a string, got {d[k]!r}", code=2)
     return d
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmfs train", description="Pretrain a GPT (chapter 6).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", help="YAML or JSON file with model/train sections (flags override it)")
-    p.add_argument("--data", default=None, help="'default' (the book's corpus) or 'char:PATH' [default: default]")
-    p.add_argument("--out", default=None, help="run folder [default: the cache's runs/NAME]")
-    p.add_argument("--name", default="default", help="run name when --out is not given")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if the folder has a checkpoint")
-    p.add_argument("--stop-after", type=int, default=None, help="exit abruptly after this step (to test resumption)")
-    p.add_argument("--sample", type=int, default=200, help="tokens to sample from the trained model (0: none)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for cls, prefix in ((GPTConfig, "model"), (TrainConfig, "train")):
-        g = p.add_argument_group(f"{prefix} ({cls.__name__} fields)")
-        for f in fields(cls):
-            g.add_argument("--" + f.name.replace("_", "-"), dest=f"{prefix}.{f.name}", type=_flag_type(f.default),
-                           default=None, metavar=type(f.default).__name__.upper() if f.default is not None else "INT")
-    return p
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"about": "2 layers x 64 wide, 300 steps: about a minute on a laptop CPU",
+             "model": dict(block_size=64, n_layer=2, n_head=4, n_embd=64),
+             "train": dict(batch_size=16, max_steps=300, lr=2e-3, min_lr=2e-4, warmup_steps=20, eval_interval=100,
+                           eval_batches=4, ckpt_interval=100)},
+    "book": {"about": "chapter 6's model, 4 layers x 128 wide, 600 steps: minutes on a laptop CPU",
+             "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
+             "train": dict(batch_size=16, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_interval=50,
+                           eval_batches=20, ckpt_interval=100)},
+    "gpt2": {"about": "GPT-2 small, 124M parameters: for a GPU (minutes a step on a CPU)",
+             "model": dict(),
+             "train": dict(batch_size=16, grad_accum=4, max_steps=5000, lr=6e-4, min_lr=6e-5, warmup_steps=200,
+                           eval_interval=250, eval_batches=20, ckpt_interval=250)},
+}
 
-def main(argv: list[str] | None = None) -> int:
-    "The `llmfs train` command."
-    a = build_parser().parse_args(argv)
-    conf = read_config_file(a.config) if a.config else {}
-    model_d, train_d = dict(conf.get("model") or {}), dict(conf.get("train") or {})
-    for k, v in vars(a).items():
-        if v is None or "." not in k: continue
-        sect, name = k.split(".", 1)
-        (model_d if sect == "model" else train_d)[name] = v
-    data = load_data(a.data or conf.get("data") or "default")
-    model_d.setdefault("vocab_size", data.vocab_size)
-    try:
-        model_cfg, cfg = GPTConfig.from_dict(model_d), TrainConfig.from_dict(train_d)
-    except (ValueError, TypeError) as e:
-        print(f"llmfs train: bad configuration: {e}", file=sys.stderr); return 2
-    out = Path(a.out or conf.get("out") or cache_dir("runs") / a.name)
-    try:
-        res = train(model_cfg, cfg, data, out, overwrite=a.overwrite, progress=not a.no_progress, stop_after=a.stop_after)
-    except (NonFiniteLossError, ValueError) as e:
-        print(f"llmfs train: {e}", file=sys.stderr); return 1
-    if res["stopped"]:
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(3)                                    # as abrupt as a crash: no cleanup, no final checkpoint
-    fig = plot_metrics(out / "metrics.jsonl", title=f"{data.name}, {res['model'].num_params():,} parameters")
-    fig.savefig(out / "loss.png", dpi=150)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    print(f"{res['steps']} steps, train loss {res['train_loss']:.4f}, val loss {res['val_loss']:.4f} "
-          f"(perplexity {perplexity(res['val_loss']):.2f}), {res['tok_per_s']:,.0f} tokens/s; run folder {out}")
-    if a.sample and data.decode is not None:
-        g = torch.Generator(device=next(res["model"].parameters()).device).manual_seed(cfg.seed)
-        start = torch.zeros((1, 1), dtype=torch.long, device=g.device)
-        ids = generate(res["model"], start, a.sample, temperature=0.8, top_k=50, generator=g)[0, 1:].tolist()
-        print("sample:\n" + data.decode(ids))
-    return 0
+def default_preset(scale_name: str | None = None, device: str | torch.device | None = None) -> str:
+    "The preset that fits: `tiny` at test scale; at book scale `book` on a CPU or Apple GPU and `gpt2` on a CUDA GPU."
+    s = scale_name or scale()
+    if s != "book": return "tiny"
+    return "gpt2" if torch.device(device or get_device()).type == "cuda" else "book"
 
-# %% ../nbs/06_pretraining.ipynb #428fb6a0
-if __name__ == "__main__" and "IPython" not in sys.modules:   # `python -m llm_from_scratch.train`, not the notebook
-    sys.exit(main())
+def preset_configs(name: str, vocab_size: int, model: dict | None = None, train: dict | None = None) -> tuple[GPTConfig, TrainConfig]:
+    "The model and run configs of preset `name` for a vocabulary of `vocab_size`, with `model` and `train` overrides."
+    if name not in PRESETS: raise UserError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}", code=2)
+    p = PRESETS[name]
+    m = GPTConfig.from_dict({"vocab_size": vocab_size, **p["model"], **(model or {})})
+    return m, TrainConfig.from_dict({**p["train"], **(train or {})})
+
