@@ -22,12 +22,14 @@ from typing import Any, Iterator
 
 import yaml
 
+from .core import atomic_path
+
 # %% auto #0
 __all__ = ['XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'BookError', 'BookSpec', 'check_notebook', 'read_spec',
            'drop_shown_docs', 'process_notebook', 'cell_options', 'clean_text', 'fence', 'doc_markdown', 'Converter',
            'convert_markdown', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape',
            'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
-           'build_with_quarto', 'execute_chapters', 'build_book', 'main']
+           'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -570,10 +572,7 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
         raise BookError(f"pandoc failed: {r.stderr.strip()}" if r.returncode else f"citations not in the bibliography: {', '.join(notfound)}")
     res = run_latex(build / "book.tex")
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    shutil.copyfile(res.pdf, tmp)
-    os.replace(tmp, output)
+    with atomic_path(output) as tmp: shutil.copyfile(res.pdf, tmp)
     res.pdf = output
     return res
 
@@ -604,69 +603,99 @@ def build_with_quarto(spec: BookSpec, output: Path, stage: Path) -> Path:
     if r.returncode: raise BookError(f"quarto render failed:\n{r.stderr[-3000:]}")
     pdfs = sorted(stage.rglob(f"{spec.output_file}.pdf")) or sorted(stage.rglob("*.pdf"))
     if not pdfs: raise BookError(f"quarto render finished but no PDF was found under {stage}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pdfs[0], output)
+    with atomic_path(output) as tmp: shutil.copyfile(pdfs[0], tmp)
     return output
 
 # %% ../nbs/14_book.ipynb #65bbcc8b
-def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800) -> list[tuple[str, float]]:
-    "Execute each chapter notebook in order at `scale`, storing its outputs; return (chapter, seconds) pairs."
+def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path]:
+    """The chapter notebooks named by `names` (all of them when None or empty), in book order. A name is a notebook's
+    path (`nbs/06_pretraining.ipynb`), its file name or stem (`06_pretraining`), or its number (`06`, `6`)."""
+    nbs = [c for c in spec.all_chapters if c.suffix == ".ipynb"]
+    if not names: return nbs
+    def matches(rel: Path, name: str) -> bool:
+        n = name.strip().removesuffix(".ipynb").rstrip("/").split("/")[-1]
+        num = rel.stem.split("_")[0]
+        return n in (rel.stem, rel.as_posix().removesuffix(".ipynb")) or (n.isdigit() and num.isdigit() and int(n) == int(num))
+    unknown = [n for n in names if not any(matches(r, n) for r in nbs)]
+    if unknown:
+        raise BookError(f"no chapter called {', '.join(map(repr, unknown))}; the chapters are "
+                        f"{', '.join(r.stem for r in nbs)} (give a number such as 06, or a name)")
+    return [r for r in nbs if any(matches(r, n) for n in names)]
+
+def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
+                     names: list[str] | None = None) -> list[tuple[str, float]]:
+    "Execute the chapters `names` (default: all) in book order at `scale`, storing their outputs; return (chapter, seconds) pairs."
     import time
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     from nbdev.clean import clean_nb
-    from tqdm.auto import tqdm
+    from llm_from_scratch.core import Progress, atomic_write
+    chapters = select_chapters(spec, names)
     times, old = [], os.environ.get("LLMFS_SCALE")
     os.environ["LLMFS_SCALE"] = scale
     try:
-        bar = tqdm([c for c in spec.all_chapters if c.suffix == ".ipynb"], desc="executing chapters", unit="chapter")
-        for rel in bar:
-            src = spec.root / rel
-            nb = nbformat.read(str(src), as_version=4)
-            t0 = time.perf_counter()
-            try: NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()
-            except CellExecutionError as e:
-                bar.close()
-                raise BookError(f"{rel} failed while executing at {scale} scale:\n{clean_text(str(e))[-3000:]}") from None
-            times.append((rel.as_posix(), time.perf_counter() - t0))
-            bar.write(f"executed {rel.as_posix()} in {times[-1][1]:.0f} s", file=sys.stderr)
-            d = json.loads(nbformat.writes(nb))
-            clean_nb(d)
-            tmp = src.with_name(f".{src.name}.tmp")
-            tmp.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-            os.replace(tmp, src)
+        with Progress(len(chapters), "executing chapters", unit="chapter", every=0) as bar:
+            for rel in chapters:
+                src = spec.root / rel
+                nb = nbformat.read(str(src), as_version=4)
+                t0 = time.perf_counter()
+                try: NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()
+                except CellExecutionError as e:
+                    raise BookError(f"{rel} failed while executing at {scale} scale:\n{clean_text(str(e))[-3000:]}") from None
+                times.append((rel.as_posix(), time.perf_counter() - t0))
+                print(f"executed {rel.as_posix()} in {times[-1][1]:.0f} s", file=sys.stderr, flush=True)
+                d = json.loads(nbformat.writes(nb))
+                clean_nb(d)
+                atomic_write(src, json.dumps(d, indent=1, ensure_ascii=False) + "\n")
+                bar.update()
     finally:
         if old is None: os.environ.pop("LLMFS_SCALE", None)
         else: os.environ["LLMFS_SCALE"] = old
     return times
 
+
 # %% ../nbs/14_book.ipynb #cad102a9
-def build_book(root: Path | str = ".", output: Path | str | None = None, engine: str = "auto", execute: bool = False) -> LatexResult:
-    "Build the book in `root` to `output` (default: `<output-file>.pdf` in `root`); return the PDF's path, page count and warnings."
+def build_book(root: Path | str = ".", output: Path | str | None = None, engine: str = "auto",
+               execute: bool | list[str] = False) -> LatexResult:
+    """Build the book in `root` to `output` (default: `<output-file>.pdf` in `root`); return the PDF's path, page count
+    and warnings. `execute`: re-run every chapter at book scale first (True), or only the chapters named in a list."""
     spec = read_spec(root)
-    if execute: execute_chapters(spec)
-    out = Path(output).resolve() if output else spec.root / f"{spec.output_file}.pdf"
     if engine not in ("auto", "quarto", "pandoc"): raise BookError(f"unknown engine {engine!r}: use auto, quarto or pandoc.")
+    if execute: execute_chapters(spec, names=None if execute is True else list(execute))
+    out = Path(output).resolve() if output else spec.root / f"{spec.output_file}.pdf"
     if engine == "quarto" or (engine == "auto" and shutil.which("quarto")):
         return LatexResult(pdf=build_with_quarto(spec, out, spec.root / "_proc" / "book"), pages=0, passes=0, overfull=0, warnings=[])
     return build_pdf(spec, out, spec.root / "_build" / "book")
 
-def main(argv: list[str] | None = None) -> int:
-    "The `llmfs book` command."
-    import argparse
-    ap = argparse.ArgumentParser(prog="llmfs book", description="Build the PDF book from the notebooks listed in _quarto.yml.")
-    ap.add_argument("--root", default=None, help="the book's root folder (default: the project containing the current folder)")
-    ap.add_argument("-o", "--output", default=None, help="where to write the PDF (default: <output-file>.pdf in the root)")
-    ap.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto", help="auto: quarto when installed, else pandoc")
-    ap.add_argument("--execute", action="store_true", help="re-run every chapter at book scale first, storing fresh outputs")
-    a = ap.parse_args(argv)
-    from llm_from_scratch.core import project_root
-    root = Path(a.root) if a.root else (project_root() or Path.cwd())
-    try: res = build_book(root, a.output, a.engine, a.execute)
-    except BookError as e:
-        print(f"llmfs book: error: {e}", file=sys.stderr)
-        return 1
-    for w in res.warnings: print(f"llmfs book: warning: {w}", file=sys.stderr)
-    print(f"{res.pdf}" + (f" ({res.pages} pages)" if res.pages else ""))
-    return 0
+
+# %% ../nbs/14_book.ipynb #7eb6645d
+_EXPORT = re.compile(r"^#\|\s*(default_exp|exports?)\s+([\w.]+)\s*$", re.M)
+
+def module_homes(nbs: Path) -> dict[str, Path]:
+    "For each module that notebooks in `nbs` export to without any `#| default_exp` for it: the first notebook (sorted by name) that does."
+    defaults, first = set(), {}
+    for nb in sorted(p for p in Path(nbs).glob("*.ipynb") if not p.name.startswith(("_", "."))):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            if cell["cell_type"] != "code": continue
+            for kind, mod in _EXPORT.findall("".join(cell["source"])):
+                if kind == "default_exp": defaults.add(mod)
+                else: first.setdefault(mod, nb)
+    return {m: nb for m, nb in first.items() if m not in defaults}
+
+class ModuleHomes:
+    "nbdev export processor: before a notebook is exported, start afresh each module whose home (see `module_homes`) it is."
+    def __init__(self, nb): self.nb = nb
+
+    def begin(self):
+        from nbdev.config import get_config
+        cfg, here = get_config(), Path(self.nb.path_).resolve()
+        for mod, home in module_homes(cfg.config_path / cfg.nbs_path).items():
+            if home.resolve() != here: continue
+            dest = cfg.lib_path / f"{mod.replace('.', '/')}.py"
+            rel = os.path.relpath(home, dest.parent)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(f'"""The `{mod}` module, exported from {home.name}."""\n\n'
+                            f"# AUTOGENERATED! DO NOT EDIT! File to edit: {Path(rel).as_posix()}.\n\n"
+                            "from __future__ import annotations\n\n# %% auto #0\n__all__ = []\n", encoding="utf-8")
+

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     debug = args.debug or os.environ.get("LLMFS_DEBUG", "") not in ("", "0")
     name = f"llmfs {args.command}"
+    saved = {k: os.environ.get(k) for k in ("LLMFS_SCALE", "LLMFS_DEVICE")}
     try:
         if args.scale: os.environ["LLMFS_SCALE"] = args.scale
         if args.device: os.environ["LLMFS_DEVICE"] = args.device
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         msg, code = explain(e, args.command)
         print(f"{name}: error: {msg}", file=sys.stderr)
         return code
+    finally:                                                    # in-process callers get their environment back
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 
 # %% ../nbs/15_cli.ipynb #55b7e638

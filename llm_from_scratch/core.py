@@ -38,7 +38,8 @@ def get_device(prefer: str | None = None) -> torch.device:
     "The best available device: `prefer`, else `$LLMFS_DEVICE`, else cuda, then mps, then cpu."
     want = prefer or os.environ.get("LLMFS_DEVICE")
     if want:
-        dev = torch.device(want)
+        try: dev = torch.device(want)
+        except RuntimeError: raise ValueError(f"{want!r} is not a device name (argument or LLMFS_DEVICE); use cpu, cuda or mps.") from None
         ok = {"cpu": True, "cuda": torch.cuda.is_available(),
               "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
         if not ok.get(dev.type, False):

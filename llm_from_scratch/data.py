@@ -7,6 +7,7 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/data.html.md"""
 # %% ../nbs/01_data.ipynb #67471c9e
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import ipaddress
@@ -14,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import sys
 import sysconfig
 import tokenize
@@ -21,6 +23,7 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,18 +33,19 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .core import at_scale, cache_dir, cached
+from .core import UserError, at_scale, atomic_path, atomic_write, cache_dir, cached
 
 # %% auto #0
 __all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'NORMAL_FORMS', 'MERSENNE_31', 'SPLITS',
            'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents',
-           'jsonl_records', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text',
-           'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'corpus_documents',
-           'html_to_text', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate', 'clean_whitespace',
-           'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'exact_dedup',
-           'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex',
-           'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel', 'curate', 'default_max_bytes',
-           'write_jsonl', 'read_jsonl', 'build_corpus', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats']
+           'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download',
+           'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind',
+           'corpus_documents', 'html_to_text', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate',
+           'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii',
+           'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability',
+           'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel',
+           'curate', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus',
+           'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
@@ -86,7 +90,7 @@ def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = Non
     root = Path(root) if root is not None else stdlib_root()
     files = stdlib_files(root)
     if not files:
-        raise FileNotFoundError(f"no .py files under {root}; pass root= the folder of a Python standard library")
+        raise UserError(f"no .py files under {root}", "pass root= the folder of a Python standard library")
     total = 0
     for p in files:
         if max_bytes is not None and total >= max_bytes: return
@@ -110,15 +114,24 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict): raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
             yield i, obj
 
+def folder_files(path: str | Path) -> list[Path]:
+    """The corpus files under folder `path`, sorted by relative path: the `FOLDER_FORMATS`, without hidden files and
+    folders (`.git`, temporary files) and without the artefact cache when it lies inside `path`."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder", f"give the path of a folder of {', '.join(sorted(FOLDER_FORMATS))} files")
+    cache = cache_dir(create=False).parent.expanduser().resolve()
+    def wanted(p: Path) -> bool:
+        rel = p.relative_to(root)
+        return (p.suffix.lower() in FOLDER_FORMATS and not any(s.startswith(".") for s in rel.parts)
+                and p.is_file() and not p.resolve().is_relative_to(cache))
+    return sorted(filter(wanted, root.rglob("*")), key=lambda p: p.relative_to(root).as_posix())
+
 def folder_documents(path: str | Path, source: str = "folder", text_field: str = "text", id_field: str = "id",
                      encoding: str = "utf-8") -> Iterator[Document]:
     "Stream the `.txt`, `.md`, `.html` and `.jsonl` files under `path` (sorted) as `Document`s; JSONL gives one per record."
     root = Path(path).expanduser()
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder; folder_documents reads {sorted(FOLDER_FORMATS)} files from a folder")
-    files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in FOLDER_FORMATS),
-                   key=lambda p: p.relative_to(root).as_posix())
-    for p in files:
+    for p in folder_files(root):
         rel, fmt = p.relative_to(root).as_posix(), FOLDER_FORMATS[p.suffix.lower()]
         if fmt != "jsonl":
             yield Document(f"{source}:{rel}", p.read_text(encoding=encoding, errors="replace"), source,
@@ -215,13 +228,21 @@ def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Doc
         total += d.nbytes
         yield d
 
+def source_kind(source: str) -> str:
+    "What a source name names: 'stdlib', 'shakespeare', 'hf' (a Hugging Face dataset) or 'folder'; else a `UserError`."
+    if source in ("stdlib", "shakespeare"): return source
+    if source.startswith("hf:") and len(source) > 3: return "hf"
+    if Path(source).expanduser().is_dir(): return "folder"
+    raise UserError(f"unknown corpus source {source!r}: it is not 'stdlib', 'shakespeare', 'hf:NAME' or an existing folder",
+                    "use one of those names or the path of a folder of text files", code=2)
+
 def corpus_documents(source: str = "stdlib", max_bytes: int | None = None) -> Iterator[Document]:
     "The raw documents of a named source: 'stdlib', 'shakespeare', 'hf:NAME' or a path to a local folder."
-    if source == "stdlib": return stdlib_documents(max_bytes)
-    if source == "shakespeare": return limit_bytes(shakespeare_documents(), max_bytes)
-    if source.startswith("hf:"): return limit_bytes(hf_documents(source[3:]), max_bytes)
-    if Path(source).expanduser().is_dir(): return limit_bytes(folder_documents(source), max_bytes)
-    raise ValueError(f"unknown corpus source {source!r}: use 'stdlib', 'shakespeare', 'hf:NAME' or the path of a folder")
+    kind = source_kind(source)
+    if kind == "stdlib": return stdlib_documents(max_bytes)
+    if kind == "shakespeare": return limit_bytes(shakespeare_documents(), max_bytes)
+    if kind == "hf": return limit_bytes(hf_documents(source[3:]), max_bytes)
+    return limit_bytes(folder_documents(source), max_bytes)
 
 # %% ../nbs/01_data.ipynb #86ffeac4
 class _TextExtractor(HTMLParser):
@@ -579,13 +600,18 @@ def default_max_bytes(source: str = "stdlib") -> int | None:
     "Raw bytes read from `source` at the current scale: a few MB at test scale, everything at book scale."
     return at_scale(test=4_500_000, book=None)
 
+def _jsonl_line(d: Document) -> bytes:
+    return (json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False)
+            + "\n").encode("utf-8")
+
 def write_jsonl(docs: Iterable[Document], path: str | Path) -> tuple[int, int]:
-    "Stream `docs` to a JSON Lines file; return (documents, UTF-8 bytes of text) written."
+    "Stream `docs` to a JSON Lines file, atomically (it appears only when complete); return (documents, UTF-8 bytes of text)."
     n = nbytes = 0
-    with open(path, "w", encoding="utf-8") as f:
+    def write(f) -> None:
+        nonlocal n, nbytes
         for d in docs:
-            f.write(json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False) + "\n")
-            n += 1; nbytes += d.nbytes
+            f.write(_jsonl_line(d)); n += 1; nbytes += d.nbytes
+    atomic_write(path, write)
     return n, nbytes
 
 def read_jsonl(path: str | Path) -> Iterator[Document]:
@@ -594,53 +620,137 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
         try: yield Document(obj["id"], obj["text"], obj.get("source", ""), obj.get("meta", {}))
         except KeyError as e: raise ValueError(f"{path}:{i}: record lacks field {e}; expected id, text, source, meta") from e
 
+def folder_fingerprint(path: str | Path) -> str:
+    "A short hash of the corpus files under folder `path`: each one's relative path, size, and change times (in ns)."
+    root = Path(path).expanduser()
+    files = folder_files(root)
+    if not files:
+        raise UserError(f"{root} holds no corpus files", f"put {', '.join(sorted(FOLDER_FORMATS))} files in it")
+    h = hashlib.sha256()
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n"
+                 .encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
 def _corpus_name(source: str, max_bytes: int | None) -> str:
     size = "all" if max_bytes is None else f"{max_bytes // 1000}k"
-    if source == "stdlib": tag = f"stdlib-py{sys.version_info.major}{sys.version_info.minor}"
-    elif source in ("shakespeare",) or source.startswith("hf:"): tag = re.sub(r"[^\w.-]+", "_", source)
-    else: tag = "folder-" + hashlib.sha256(str(Path(source).expanduser().resolve()).encode()).hexdigest()[:12]
-    return f"data/{tag}-{size}-v1"
+    kind = source_kind(source)
+    if kind == "stdlib": tag = f"stdlib-py{sys.version_info.major}{sys.version_info.minor}"
+    elif kind == "folder":
+        root = Path(source).expanduser().resolve()
+        tag = f"folder-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}-{folder_fingerprint(root)}"
+    else: tag = re.sub(r"[^\w.-]+", "_", source)
+    return f"data/{tag}-{size}-v2"
+
+def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
+    "A `UserError` when curation left a split without documents (an empty corpus is never cached)."
+    raw, kept = funnel.steps["raw"].docs if "raw" in funnel.steps else 0, sum(n for n, _ in counts.values())
+    if raw == 0:
+        raise UserError(f"the corpus source {source!r} yielded no documents",
+                        "give it text to read (a folder needs .txt, .md, .html or .jsonl files)")
+    if kept == 0:
+        why = Counter()
+        for st in funnel.steps.values(): why.update(st.removed)
+        raise UserError(f"none of the {raw} documents of {source!r} survived curation (removed: "
+                        + ", ".join(f"{k} {v}" for k, v in why.most_common(3)) + ")",
+                        "give it more and longer text: the quality rules drop documents of fewer than 25 words")
+    for s, (n, _) in counts.items():
+        if n == 0:
+            raise UserError(f"the {s} split of {source!r} is empty: {kept} documents survived curation, and the split "
+                            f"sends {VAL_FRACTION:.0%} of them to validation", "give it more documents (30 or more)")
 
 def build_corpus(out_dir: str | Path, source: str = "stdlib", max_bytes: int | None = None,
                  progress: bool = False) -> dict:
-    "Curate `source` into `out_dir`/{train,val}.jsonl and stats.json; return the stats."
+    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json, which records each file's size and sha256;
+    return the stats. Each file is written atomically, stats.json last; an empty split is a `UserError`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     funnel, counts = Funnel(max_examples=0), {s: [0, 0] for s in SPLITS}
+    sizes, hashes = {s: 0 for s in SPLITS}, {s: hashlib.sha256() for s in SPLITS}
     docs: Iterable[Document] = corpus_documents(source, max_bytes)
     if progress:
         from tqdm import tqdm
         docs = tqdm(docs, desc=f"curating {source}", unit=" docs")
-    with open(out / "train.jsonl", "w", encoding="utf-8") as ft, open(out / "val.jsonl", "w", encoding="utf-8") as fv:
+    with contextlib.ExitStack() as stack:      # closes the files, then renames them into place (or removes them)
+        tmps = {s: stack.enter_context(atomic_path(out / f"{s}.jsonl")) for s in SPLITS}
+        files = {s: stack.enter_context(open(tmps[s], "wb")) for s in SPLITS}
         for d in curate(docs, funnel=funnel):
-            sp = split_of(d.id)
-            (fv if sp == "val" else ft).write(json.dumps({"id": d.id, "text": d.text, "source": d.source,
-                                                          "meta": d.meta}, ensure_ascii=False) + "\n")
+            sp, line = split_of(d.id), _jsonl_line(d)
+            files[sp].write(line); hashes[sp].update(line); sizes[sp] += len(line)
             counts[sp][0] += 1; counts[sp][1] += d.nbytes
+        _check_not_empty(source, funnel, counts)
     stats = {"source": source, "max_bytes": max_bytes, "python": sys.version.split()[0], "funnel": funnel.rows(),
-             "splits": {s: {"docs": n, "bytes": b} for s, (n, b) in counts.items()}}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+             "splits": {s: {"docs": n, "bytes": b} for s, (n, b) in counts.items()},
+             "files": {f"{s}.jsonl": {"bytes": sizes[s], "sha256": hashes[s].hexdigest()} for s in SPLITS}}
+    atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
+def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
+    """What is wrong with a curated corpus folder, or None when it is intact: stats.json missing or unreadable, a split
+    file missing, or of another size (or, with `checksums`, another sha256) than stats.json records."""
+    path = Path(path); sp = path / "stats.json"
+    try: files = json.loads(sp.read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError: return f"{sp} is missing"
+    except (ValueError, KeyError, TypeError) as e: return f"{sp} is unreadable ({type(e).__name__}: {e})"
+    for s in SPLITS:
+        f, rec = path / f"{s}.jsonl", files.get(f"{s}.jsonl") if isinstance(files, dict) else None
+        if not isinstance(rec, dict) or not {"bytes", "sha256"} <= set(rec): return f"{sp} records no size for {f.name}"
+        if not f.is_file(): return f"{f} is missing"
+        if f.stat().st_size != rec["bytes"]:
+            return f"{f} has {f.stat().st_size:,} bytes, not the {rec['bytes']:,} that stats.json records"
+        if checksums and sha256_file(f) != rec["sha256"]: return f"{f} does not match the sha256 that stats.json records"
+    return None
+
+def _rebuild_hint(source: str, max_bytes: int | None) -> str:
+    args = "" if source == "stdlib" else f" --source {shlex.quote(source)}"
+    if max_bytes != default_max_bytes(source): args += f" --max-bytes {max_bytes or 0}"
+    return f"curate it again with `llmfs data{args} --rebuild` (in Python: rebuild=True)"
+
 def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1, rebuild: bool = False, progress: bool = False) -> Path:
-    "The cached folder of the curated corpus (built on first use); `max_bytes=-1` means the current scale's default."
+    """The cached folder of the curated corpus (built on first use); `max_bytes=-1` means the current scale's default.
+    A cached folder that `corpus_damage` finds damaged is curated again, with a warning."""
     if max_bytes == -1: max_bytes = default_max_bytes(source)
-    return cached(_corpus_name(source, max_bytes), lambda p: build_corpus(p, source, max_bytes, progress), rebuild)
+    name = _corpus_name(source, max_bytes)
+    def build(p: Path) -> None: build_corpus(p, source, max_bytes, progress)
+    path = cached(name, build, rebuild)
+    if damage := corpus_damage(path):
+        if rebuild: raise UserError(f"the corpus just curated is damaged: {damage}", "check the disk and the cache folder")
+        warnings.warn(f"the cached corpus is damaged ({damage}); curating it again", stacklevel=2)
+        path = cached(name, build, rebuild=True)
+        if damage := corpus_damage(path):
+            raise UserError(f"the corpus is damaged even after curating it again: {damage}",
+                            "check the disk and the cache folder")
+    return path
 
 def _check_split(split: str) -> None:
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
+
+def _read_cached(path: Path, source: str, max_bytes: int | None) -> Iterator[Document]:
+    "`read_jsonl` of a cached split: a file damaged after `corpus_dir` checked it is a `UserError` naming it."
+    try: yield from read_jsonl(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        what = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        raise UserError(f"the cached corpus is damaged: {what}", _rebuild_hint(source, max_bytes)) from e
 
 def load_corpus(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1,
                 rebuild: bool = False) -> list[Document]:
     "The curated, deduplicated documents of `split` ('train' or 'val'), built once and cached as JSONL."
     _check_split(split)
-    return list(read_jsonl(corpus_dir(source, max_bytes, rebuild) / f"{split}.jsonl"))
+    if max_bytes == -1: max_bytes = default_max_bytes(source)
+    return list(_read_cached(corpus_dir(source, max_bytes, rebuild) / f"{split}.jsonl", source, max_bytes))
 
 def iter_texts(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1) -> Iterator[str]:
     "Stream the texts of `load_corpus(split, source)` from the cache without holding them all in memory."
     _check_split(split)
+    if max_bytes == -1: max_bytes = default_max_bytes(source)
     path = corpus_dir(source, max_bytes) / f"{split}.jsonl"
-    return (d.text for d in read_jsonl(path))
+    return (d.text for d in _read_cached(path, source, max_bytes))
 
 def corpus_stats(source: str = "stdlib", max_bytes: int | None = -1) -> dict:
-    "The funnel and split counts recorded when the corpus was built."
-    return json.loads((corpus_dir(source, max_bytes) / "stats.json").read_text())
+    "The funnel, split counts and file checksums recorded when the corpus was built."
+    return json.loads((corpus_dir(source, max_bytes) / "stats.json").read_text(encoding="utf-8"))
+
+def corpus_checksum(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1) -> str:
+    "The sha256 of the cached `split` file: the content key of artefacts made from it (the token shards of chapter 3)."
+    _check_split(split)
+    return corpus_stats(source, max_bytes)["files"][f"{split}.jsonl"]["sha256"]

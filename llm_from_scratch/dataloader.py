@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
@@ -19,10 +20,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .core import at_scale, cache_dir, cached
+from .core import UserError, at_scale, atomic_write, cache_dir, cached
 
 # %% auto #0
-__all__ = ['MANIFEST', 'TokenSource', 'token_dtype', 'write_shards', 'TokenShards', 'default_token_shards',
+__all__ = ['MANIFEST', 'TokenSource', 'token_dtype', 'write_shards', 'shards_damage', 'TokenShards', 'default_token_shards',
            'SlidingWindowDataset', 'random_batch', 'sinusoidal_positions', 'TokenPositionEmbedding']
 
 # %% ../nbs/03_dataloader.ipynb #cbeeee8d
@@ -36,27 +37,25 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 # %% ../nbs/03_dataloader.ipynb #5cee61ba
 MANIFEST = "manifest.json"
-_FORMAT = "llmfs-token-shards"
+_FORMAT, _VERSION = "llmfs-token-shards", 2
+_REBUILD = ("write the folder again (write_shards with overwrite=True); the book's cached shards: "
+            "run `llmfs shards --rebuild`")
 
 def _read_manifest(d: Path) -> dict | None:
     p = Path(d) / MANIFEST
     if not p.exists(): return None
-    man = json.loads(p.read_text(encoding="utf-8"))
-    if man.get("format") != _FORMAT:
-        raise ValueError(f"{p} is not a token-shard manifest (format {man.get('format')!r}); use another folder")
+    try: man = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise UserError(f"{p} is damaged (not JSON: {e})", _REBUILD) from e
+    if not isinstance(man, dict) or man.get("format") != _FORMAT:
+        raise ValueError(f"{p} is not a token-shard manifest; use another folder")
     return man
 
-def _atomic_write_bytes(p: Path, data: bytes) -> None:
-    "Write `data` to `p` through a temporary file and a rename, so `p` is either the old or the new content."
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, p)
-
-def _write_manifest(d: Path, man: dict) -> None:
-    _atomic_write_bytes(Path(d) / MANIFEST, (json.dumps(man, indent=1) + "\n").encode("utf-8"))
+def _write_manifest(d: Path, man: dict) -> None: atomic_write(Path(d) / MANIFEST, json.dumps(man, indent=1) + "\n")
 
 def _text_sha(text: str) -> str: return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
 
 # %% ../nbs/03_dataloader.ipynb #75db8649
 def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], eot_id: int, out_dir: str | Path,
@@ -64,7 +63,8 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
                  progress: bool = True, total: int | None = None, desc: str = "tokenising") -> Path:
     """Tokenise `texts` with `encode` into shards of `shard_tokens` ids under `out_dir`, each document followed by `eot_id`.
     Ids are stored as uint16 when `vocab_size` (default `eot_id + 1`) allows, else uint32. Resumable: rerunning
-    with the same arguments after an interruption skips the finished shards. Returns `out_dir`."""
+    with the same arguments after an interruption skips the finished shards. The manifest records each shard's
+    token count, largest id and sha256, which `TokenShards` checks. Returns `out_dir`."""
     if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, (int, np.integer)) or shard_tokens < 1:
         raise ValueError(f"shard_tokens must be a positive int, got {shard_tokens!r}")
     if isinstance(eot_id, bool) or not isinstance(eot_id, (int, np.integer)) or eot_id < 0:
@@ -75,11 +75,13 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
         raise ValueError(f"eot_id={eot_id} is not below vocab_size={vocab_size}; pass the tokenizer's full vocabulary size")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = dict(dtype=dtype.name, vocab_size=int(vocab_size), eot_id=int(eot_id), shard_tokens=int(shard_tokens))
-    man = _read_manifest(out)
-    if man is not None and overwrite:
-        for s in man["shards"]: (out / s["file"]).unlink(missing_ok=True)
-        (out / MANIFEST).unlink(); man = None
+    config = dict(version=_VERSION, dtype=dtype.name, vocab_size=int(vocab_size), eot_id=int(eot_id),
+                  shard_tokens=int(shard_tokens))
+    try: man = _read_manifest(out)
+    except UserError:                                         # a damaged manifest: only overwrite starts again
+        if not overwrite: raise
+        man = None
+    if overwrite: (out / MANIFEST).unlink(missing_ok=True); man = None
     if man is not None:
         diff = {k: (man.get(k), v) for k, v in config.items() if man.get(k) != v}
         if diff:
@@ -88,7 +90,7 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
         if man["complete"]: return out
     else:
         for stale in out.glob("shard_*.bin*"): stale.unlink()   # left by a run stopped before its first shard
-        man = dict(format=_FORMAT, version=1, **config, shards=[], n_tokens=0, n_docs=0,
+        man = dict(format=_FORMAT, **config, shards=[], n_tokens=0, n_docs=0,
                    docs_done=0, doc_offset=0, check_sha1=None, complete=False)
 
     skip_docs, skip_tokens = man["docs_done"], man["doc_offset"]
@@ -99,8 +101,10 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
     def flush(doc: int, pos: int, doc_len: int, text: str) -> None:
         nonlocal fill
         name = f"shard_{len(man['shards']):05d}.bin"
-        _atomic_write_bytes(out / name, buf[:fill].tobytes())
-        man["shards"].append(dict(file=name, tokens=int(fill)))
+        data = buf[:fill].tobytes()
+        atomic_write(out / name, data)
+        man["shards"].append(dict(file=name, tokens=int(fill), max_id=int(buf[:fill].max()),
+                                  sha256=hashlib.sha256(data).hexdigest()))
         man["n_tokens"] += int(fill)
         done = pos == doc_len                                 # did this shard end exactly at a document's end?
         man["docs_done"], man["doc_offset"] = (doc + 1, 0) if done else (doc, pos)
@@ -146,9 +150,38 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
     return out
 
 # %% ../nbs/03_dataloader.ipynb #7a0f1dac
+def _shard_damage(path: Path, man: dict, checksums: bool = True) -> str | None:
+    "The first shard of `man` that is missing, of the wrong size, beyond the vocabulary or (`checksums`) altered; else None."
+    try:
+        dtype, vocab = np.dtype(man["dtype"]), int(man["vocab_size"])
+        for s in man["shards"]:
+            f, n = path / s["file"], int(s["tokens"])
+            if not f.is_file(): return f"shard {f} is missing"
+            if f.stat().st_size != n * dtype.itemsize:
+                return (f"shard {f} has the wrong size: {f.stat().st_size:,} bytes, not {n:,} tokens of {dtype} "
+                        f"({n * dtype.itemsize:,} bytes) as {MANIFEST} records")
+            if not 0 <= int(s.get("max_id", 0)) < vocab:
+                return f"{path / MANIFEST} says shard {f.name} holds id {s['max_id']}, outside [0, {vocab})"
+            if checksums and "sha256" in s and _file_sha256(f) != s["sha256"]:
+                return f"shard {f} is damaged: its sha256 is not the one {MANIFEST} records"
+    except (KeyError, TypeError, ValueError) as e:
+        return f"{path / MANIFEST} is damaged ({type(e).__name__}: {e})"
+    return None
+
+def shards_damage(path: str | Path, checksums: bool = True) -> str | None:
+    """What is wrong with a finished shard folder, or None when it is intact: a missing or damaged manifest, an
+    unfinished folder, a shard missing, of the wrong size, or (with `checksums`) not matching its sha256."""
+    path = Path(path)
+    try: man = _read_manifest(path)
+    except (UserError, ValueError) as e: return str(e)
+    if man is None: return f"{path} has no {MANIFEST}"
+    if not man.get("complete"): return f"the shards in {path} are unfinished"
+    return _shard_damage(path, man, checksums)
+
 class TokenShards:
-    "A folder written by `write_shards`, read through memory maps as one sequence of token ids."
-    def __init__(self, path: str | Path):
+    """A folder written by `write_shards`, read through memory maps as one sequence of token ids. Opening it checks
+    every shard against the manifest: its size always, its sha256 too unless `verify=False`."""
+    def __init__(self, path: str | Path, verify: bool = True):
         self.path = Path(path)
         man = _read_manifest(self.path)
         if man is None:
@@ -156,15 +189,14 @@ class TokenShards:
         if not man["complete"]:
             raise ValueError(f"the shards in {self.path} are incomplete ({len(man['shards'])} finished): run "
                              "write_shards again with the same arguments to finish them")
+        if damage := _shard_damage(self.path, man, verify): raise UserError(damage, _REBUILD)
         self.manifest = man
         self.dtype = np.dtype(man["dtype"])
         self.vocab_size, self.eot_id, self.n_docs = man["vocab_size"], man["eot_id"], man["n_docs"]
         self.files = [self.path / s["file"] for s in man["shards"]]
         self.sizes = [int(s["tokens"]) for s in man["shards"]]
-        for f, n in zip(self.files, self.sizes):
-            if not f.exists() or f.stat().st_size != n * self.dtype.itemsize:
-                raise ValueError(f"shard {f} is missing or has the wrong size (expected {n} tokens of {self.dtype}); "
-                                 "delete the folder and write it again")
+        ids = [s.get("max_id") for s in man["shards"]]
+        self.max_id: int | None = max(ids) if ids and None not in ids else None   # largest id (None: not recorded)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self._maps: list[np.memmap] | None = None
 
@@ -219,17 +251,26 @@ def _plain_encoder(tok) -> Callable[[str], list[int]]:
 
 # %% ../nbs/03_dataloader.ipynb #1a09e116
 def default_token_shards(split: str = "train", rebuild: bool = False, progress: bool = True) -> Path:
-    "Chapter 1's corpus `split` tokenised by chapter 2's default tokenizer, as a shard folder in the artefact cache."
-    from llm_from_scratch.data import iter_texts
+    """Chapter 1's corpus `split` tokenised by chapter 2's default tokenizer, as a shard folder in the artefact cache,
+    keyed by the tokenizer's fingerprint and the corpus file's sha256. A cached folder found damaged is written again."""
+    from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.tokenizer import default_tokenizer
     tok = default_tokenizer()
-    name = f"{split}-{_tokenizer_fingerprint(tok)}"
-    def build(tmp: Path) -> None:
+    name = f"{split}-{_tokenizer_fingerprint(tok)}-{corpus_checksum(split)[:10]}"
+    def build(tmp: Path, fresh: bool) -> None:
         work = cache_dir("tokens") / f".{name}.partial"          # fixed name: an interrupted build resumes here
         write_shards(iter_texts(split), _plain_encoder(tok), tok.eot_id, work, shard_tokens=at_scale(2**20, 2**22),
-                     vocab_size=tok.vocab_size, overwrite=rebuild, progress=progress, desc=f"tokenising {split}")
+                     vocab_size=tok.vocab_size, overwrite=fresh, progress=progress, desc=f"tokenising {split}")
         os.replace(work, tmp)
-    return cached(f"tokens/{name}", build, rebuild=rebuild)
+    path = cached(f"tokens/{name}", lambda tmp: build(tmp, rebuild), rebuild=rebuild)
+    if damage := shards_damage(path):
+        if rebuild: raise UserError(f"the shards just written are damaged: {damage}", "check the disk and the cache folder")
+        warnings.warn(f"the cached token shards are damaged ({damage}); tokenising again", stacklevel=2)
+        path = cached(f"tokens/{name}", lambda tmp: build(tmp, True), rebuild=True)
+        if damage := shards_damage(path):
+            raise UserError(f"the token shards are damaged even after writing them again: {damage}",
+                            "check the disk and the cache folder")
+    return path
 
 # %% ../nbs/03_dataloader.ipynb #aa9b4966
 TokenSource = Union["TokenShards", np.ndarray, Tensor]
@@ -297,23 +338,32 @@ def sinusoidal_positions(n_positions: int, d_model: int, base: float = 10_000.0)
     return pe.float()
 
 class TokenPositionEmbedding(nn.Module):
-    "Token embedding plus position embedding (`learned` as in GPT-2, or fixed `sinusoidal`), then dropout."
+    """Token embedding `tok` plus positions, then dropout. `positions`: 'learned' (a table `pos`, as in GPT-2),
+    'sinusoidal' (fixed, as in the original transformer) or 'none' (tokens only: rotary positions act inside attention).
+    The tables keep `nn.Embedding`'s own initialisation; a model that wants another applies it itself."""
+    POSITIONS = ("learned", "sinusoidal", "none")
+
     def __init__(self, vocab_size: int, d_model: int, block_size: int, positions: str = "learned", dropout: float = 0.0):
         super().__init__()
-        if positions not in ("learned", "sinusoidal"):
-            raise ValueError(f"positions must be 'learned' or 'sinusoidal', got {positions!r}")
-        self.block_size = block_size
+        if positions not in self.POSITIONS:
+            raise ValueError(f"positions must be one of {self.POSITIONS}, got {positions!r}")
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+        self.block_size, self.positions = int(block_size), positions
         self.tok = nn.Embedding(vocab_size, d_model)
         if positions == "learned": self.pos = nn.Embedding(block_size, d_model)
-        else: self.register_buffer("pe", sinusoidal_positions(block_size, d_model), persistent=False)
+        elif positions == "sinusoidal": self.register_buffer("pe", sinusoidal_positions(block_size, d_model), persistent=False)
         self.drop = nn.Dropout(dropout)
 
-    def position(self, T: int) -> Tensor:
-        "The `(T, d_model)` position vectors."
-        return self.pos.weight[:T] if hasattr(self, "pos") else self.pe[:T]
+    def position(self, T: int) -> Tensor | None:
+        "The `(T, d_model)` position vectors that are added to the token embeddings (None for `positions='none'`)."
+        if self.positions == "learned": return self.pos.weight[:T]
+        if self.positions == "sinusoidal": return self.pe[:T]
+        return None
 
     def forward(self, idx: Tensor) -> Tensor:
         T = idx.shape[-1]
         if T > self.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}; crop the input")
-        return self.drop(self.tok(idx) + self.position(T))
+        x, p = self.tok(idx), self.position(T)
+        return self.drop(x if p is None else x + p)

@@ -17,18 +17,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .core import Config
+from .dataloader import TokenPositionEmbedding
+
 # %% auto #0
 __all__ = ['GPTConfig', 'LayerNorm', 'RMSNorm', 'make_norm', 'gelu', 'MLP', 'SwiGLU', 'Rotary', 'CausalSelfAttention', 'Block',
-           'GPT', 'attention_weights', 'count_params', 'flops_per_token', 'measure_flops', 'draw_architecture',
-           'top_k_filter', 'top_p_filter', 'sample_next', 'generate', 'hf_gpt2_config', 'hf_gpt2_state_dict',
-           'save_hf_gpt2', 'gpt_from_hf_state_dict', 'config_from_hf', 'load_hf_gpt2', 'from_pretrained_gpt2']
+           'GPT', 'count_params', 'flops_per_token', 'measure_flops', 'draw_architecture']
 
 # %% ../nbs/05_gpt.ipynb #92ea7fbd
 _CHOICES = {"norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"), "pos": ("learned", "rope"),
             "gelu_approximate": ("tanh", "none")}
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Config):
     "Everything that fixes a GPT's shape; the defaults are GPT-2 small (124M parameters)."
     vocab_size: int = 50257
     block_size: int = 1024
@@ -69,20 +70,6 @@ class GPTConfig:
         if self.mlp_hidden: return self.mlp_hidden
         if self.mlp == "gelu": return 4 * self.n_embd
         return 8 * math.ceil(8 * self.n_embd / 3 / 8)  # same parameters as a 4d GELU MLP, rounded up to a multiple of 8
-
-    def to_dict(self) -> dict[str, Any]: return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown: raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}; known fields: {sorted(names)}.")
-        return cls(**d)
-
-    def diff(self, other: "GPTConfig") -> dict[str, tuple[Any, Any]]:
-        "Fields whose values differ between `self` and `other`, as {name: (self's, other's)}."
-        a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
     @classmethod
     def modern(cls, **kw) -> "GPTConfig":
@@ -219,13 +206,12 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.emb = TokenPositionEmbedding(cfg.vocab_size, cfg.n_embd, cfg.block_size,  # chapter 3's, with dropout
+                                          positions="learned" if cfg.pos == "learned" else "none", dropout=cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tie_weights: self.lm_head.weight = self.tok_emb.weight
+        if cfg.tie_weights: self.lm_head.weight = self.emb.tok.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
@@ -237,32 +223,13 @@ class GPT(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B, T = idx.shape
-        if T > self.cfg.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size={self.cfg.block_size}; crop the input.")
-        x = self.tok_emb(idx)
-        if self.pos_emb is not None: x = x + self.pos_emb(torch.arange(T, device=idx.device))
-        x = self.drop(x)
-        for block in self.blocks: x = block(x)
-        return self.lm_head(self.norm_f(x))
+        x = self.emb(idx)                                  # (B, T, d): tokens + learned positions, dropout
+        for block in self.blocks: x = block(x)             # (B, T, d)
+        return self.lm_head(self.norm_f(x))                # (B, T, vocab_size)
 
     def num_params(self) -> int:
         "Number of distinct parameters (a tied matrix counts once)."
         return sum(p.numel() for p in self.parameters())
-
-# %% ../nbs/05_gpt.ipynb #d39011de
-@torch.no_grad()
-def attention_weights(model: GPT, idx: torch.Tensor, layer: int) -> torch.Tensor:
-    "Attention probabilities (B, H, T, T) of block `layer` for token ids `idx`, computed explicitly (eval mode)."
-    if not 0 <= layer < len(model.blocks): raise IndexError(f"layer {layer} out of range: the model has {len(model.blocks)} blocks.")
-    T = idx.shape[1]
-    x = model.tok_emb(idx)
-    if model.pos_emb is not None: x = x + model.pos_emb(torch.arange(T, device=idx.device))
-    for block in model.blocks[:layer]: x = block(x)
-    q, k, _ = model.blocks[layer].attn.heads(model.blocks[layer].norm1(x))
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    mask = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-    return scores.masked_fill(~mask, float("-inf")).softmax(-1)
 
 # %% ../nbs/05_gpt.ipynb #631e6c63
 def count_params(cfg: GPTConfig) -> dict[str, int]:
@@ -342,137 +309,3 @@ def draw_architecture(cfg: GPTConfig, ax=None, title: str | None = None):
     ax.set_title(title or f"{n / 1e6:.1f}M parameters", fontsize=9)
     ax.set_xlim(-0.05, 1.2); ax.set_ylim(ys[-1] - 0.6, ys[0] + 0.6); ax.axis("off")
     return ax.figure
-
-# %% ../nbs/05_gpt.ipynb #40f78e70
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    "Set every logit outside the `k` largest of each row to -inf."
-    if k < 1: raise ValueError(f"top_k must be >= 1, got {k}")
-    k = min(k, logits.shape[-1])
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    "Keep, per row, the smallest set of most likely tokens whose probability reaches `p`; the rest get -inf."
-    if not 0.0 < p <= 1.0: raise ValueError(f"top_p must be in (0, 1], got {p}")
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    cum = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cum - sorted_logits.softmax(-1) >= p        # the mass *before* this token already reaches p
-    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    "Pick the next token id of each row of `logits` (B, V): greedy when temperature == 0, else sampled."
-    if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0: return logits.argmax(-1)
-    logits = logits.float() / temperature
-    if top_k is not None: logits = top_k_filter(logits, top_k)
-    if top_p is not None: logits = top_p_filter(logits, top_p)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-
-@torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, generator: torch.Generator | None = None, eot_id: int | None = None) -> torch.Tensor:
-    "Extend token ids `idx` (B, T) by up to `max_new_tokens`, feeding the last block_size tokens back each step."
-    was_training = model.training
-    model.eval()
-    try:
-        for _ in range(max_new_tokens):
-            logits = model(idx[:, -model.cfg.block_size:])[:, -1, :]
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)
-            idx = torch.cat([idx, nxt[:, None]], dim=1)
-            if eot_id is not None and bool((nxt == eot_id).all()): break
-    finally:
-        model.train(was_training)
-    return idx
-
-# %% ../nbs/05_gpt.ipynb #b243db93
-_HF_LAYER = {"norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias", "attn.qkv.weight": "attn.c_attn.weight",
-             "attn.qkv.bias": "attn.c_attn.bias", "attn.proj.weight": "attn.c_proj.weight", "attn.proj.bias": "attn.c_proj.bias",
-             "norm2.weight": "ln_2.weight", "norm2.bias": "ln_2.bias", "mlp.fc.weight": "mlp.c_fc.weight",
-             "mlp.fc.bias": "mlp.c_fc.bias", "mlp.proj.weight": "mlp.c_proj.weight", "mlp.proj.bias": "mlp.c_proj.bias"}
-_HF_TOP = {"tok_emb.weight": "wte.weight", "pos_emb.weight": "wpe.weight", "norm_f.weight": "ln_f.weight", "norm_f.bias": "ln_f.bias"}
-_HF_TRANSPOSED = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
-_GPT2_SHAPE = dict(norm="layernorm", mlp="gelu", gelu_approximate="tanh", pos="learned", qk_norm=False, bias=True,
-                   tie_weights=True, mlp_hidden=None)
-
-def _check_gpt2_shaped(cfg: GPTConfig):
-    bad = {k: getattr(cfg, k) for k, v in _GPT2_SHAPE.items() if getattr(cfg, k) != v}
-    if bad: raise ValueError(f"only the GPT-2 architecture maps onto Hugging Face's GPT2 layout; these fields differ "
-                             f"from it: {bad} (GPT-2 uses {({k: _GPT2_SHAPE[k] for k in bad})}).")
-
-def _hf_name(ours: str) -> tuple[str, bool]:
-    if ours in _HF_TOP: return "transformer." + _HF_TOP[ours], False
-    _, i, rest = ours.split(".", 2)       # blocks.{i}.rest
-    return f"transformer.h.{i}.{_HF_LAYER[rest]}", rest in _HF_TRANSPOSED
-
-def hf_gpt2_config(cfg: GPTConfig) -> dict[str, Any]:
-    "The `config.json` Hugging Face's GPT2LMHeadModel needs for a model of shape `cfg`."
-    _check_gpt2_shaped(cfg)
-    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
-            "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
-            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "tie_word_embeddings": True,
-            "bos_token_id": cfg.vocab_size - 1, "eos_token_id": cfg.vocab_size - 1}
-
-def hf_gpt2_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    "Our GPT-2-shaped model's weights under Hugging Face GPT2LMHeadModel's names and layout (tied head omitted)."
-    _check_gpt2_shaped(model.cfg)
-    out = {}
-    for name, t in model.state_dict().items():
-        if name == "lm_head.weight": continue            # tied to wte
-        hf, transpose = _hf_name(name)
-        out[hf] = (t.t() if transpose else t).detach().to("cpu").contiguous().clone()
-    return out
-
-def save_hf_gpt2(model: GPT, directory: str | Path) -> Path:
-    "Write `model.safetensors` and `config.json` in Hugging Face's GPT-2 layout into `directory`."
-    from safetensors.torch import save_file
-    directory = Path(directory); directory.mkdir(parents=True, exist_ok=True)
-    save_file(hf_gpt2_state_dict(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_gpt2_config(model.cfg), indent=2))
-    return directory
-
-def gpt_from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> GPT:
-    "Build our GPT of shape `cfg` from a Hugging Face GPT-2 state dict (with or without the `transformer.` prefix)."
-    _check_gpt2_shaped(cfg)
-    sd = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in sd.items()}
-    model = GPT(cfg)
-    ours = {}
-    for name, p in model.state_dict().items():
-        if name == "lm_head.weight": continue
-        hf, transpose = _hf_name(name)
-        if hf not in sd: raise KeyError(f"the Hugging Face state dict has no {hf!r} (needed for our {name!r}).")
-        t = sd[hf].t() if transpose else sd[hf]
-        if t.shape != p.shape:
-            raise ValueError(f"{hf}: shape {tuple(sd[hf].shape)} does not fit {name} {tuple(p.shape)} of config {cfg}.")
-        ours[name] = t
-    ours["lm_head.weight"] = ours["tok_emb.weight"]
-    model.load_state_dict(ours)
-    return model
-
-def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
-    "Our GPTConfig for a Hugging Face GPT-2 `config.json` dict."
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"activation {hf['activation_function']!r} is not GPT-2's tanh GELU.")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"], norm_eps=hf.get("layer_norm_epsilon", 1e-5))
-
-def load_hf_gpt2(directory: str | Path) -> GPT:
-    "Load a GPT-2 checkpoint directory in Hugging Face's layout (`config.json` + `model.safetensors`) as our GPT."
-    from safetensors.torch import load_file
-    directory = Path(directory)
-    for f in ("config.json", "model.safetensors"):
-        if not (directory / f).exists(): raise FileNotFoundError(f"{directory / f} is missing; expected a Hugging Face GPT-2 folder.")
-    cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
-    return gpt_from_hf_state_dict(load_file(str(directory / "model.safetensors")), cfg)
-
-def from_pretrained_gpt2(name: str = "gpt2") -> GPT:
-    "OpenAI's GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) from the Hugging Face hub, as our GPT. Needs a network."
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:
-        raise ImportError("from_pretrained_gpt2 needs `huggingface_hub` (pip install huggingface_hub) and a network.") from e
-    cfg_path = hf_hub_download(name, "config.json")
-    hf_hub_download(name, "model.safetensors")
-    return load_hf_gpt2(Path(cfg_path).parent)

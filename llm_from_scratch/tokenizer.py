@@ -8,6 +8,7 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/tokenizer.html.m
 from __future__ import annotations
 
 import base64
+import bisect
 import heapq
 import itertools
 import json
@@ -24,7 +25,7 @@ import tiktoken
 
 from fastcore.basics import patch
 
-from .core import at_scale, cached, project_root
+from .core import UserError, at_scale, atomic_write, cached, project_root
 
 # %% auto #0
 __all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'get_stats', 'merge', 'count_pretokens', 'train_bpe_naive',
@@ -287,6 +288,7 @@ class BPETokenizer(Tokenizer):
         if not all(isinstance(s, str) and s for s in specials):
             raise ValueError(f"special tokens must be non-empty strings, got {list(specials)}")
         self.special_tokens: dict[str, int] = specials
+        self._special_pat = _special_regex(specials)   # longest first
         self.inverse_special = {i: s.encode("utf-8") for s, i in specials.items()}
         self.pattern = pattern
         self._pat = re.compile(pattern)
@@ -328,10 +330,28 @@ def _special_sets(tok: BPETokenizer, allowed_special: Literal["all"] | Collectio
     disallowed = specials - allowed if disallowed_special == "all" else set(disallowed_special)
     return allowed, disallowed
 
-def _check_disallowed(text: str, disallowed: set[str]) -> None:
-    if disallowed and (m := _special_regex(disallowed).search(text)):
-        raise ValueError(f"the text contains the special token {m.group()!r}. Pass allowed_special={{{m.group()!r}}} (or 'all') "
-                         "to encode it as a special token, or disallowed_special=() to encode it as ordinary text.")
+def _disallowed_error(s: str) -> ValueError:
+    return ValueError(f"the text contains the special token {s!r}. Pass allowed_special={{{s!r}}} (or 'all') "
+                      "to encode it as a special token, or disallowed_special=() to encode it as ordinary text.")
+
+def _split_specials(tok: BPETokenizer, text: str, allowed: set[str], disallowed: set[str]) -> list[str | int]:
+    """Cut `text` at its special tokens into pieces of ordinary text and ids of allowed special tokens. Special tokens
+    are found left to right, the longest one winning where several start at the same place; a disallowed one raises,
+    any other stays ordinary text."""
+    if not isinstance(text, str): raise TypeError(f"expected text as str, got {type(text).__name__}")
+    if others := disallowed.difference(tok.special_tokens):    # like tiktoken, any string may be disallowed
+        if m := _special_regex(others).search(text): raise _disallowed_error(m.group())
+    if tok._special_pat is None or not (allowed or disallowed): return [text]
+    out: list[str | int] = []
+    start = 0
+    for m in tok._special_pat.finditer(text):
+        s = m.group()
+        if s in disallowed: raise _disallowed_error(s)
+        if s in allowed:
+            out += [text[start:m.start()], tok.special_tokens[s]]
+            start = m.end()
+    out.append(text[start:])
+    return out
 
 @patch
 def encode_ordinary_reference(self: BPETokenizer, text: str) -> list[int]:
@@ -351,15 +371,11 @@ def encode_reference(self: BPETokenizer, text: str, allowed_special: Literal["al
                       disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
     "Pure-Python encoding with special tokens (the reference that `encode` must agree with)."
     allowed, disallowed = _special_sets(self, allowed_special, disallowed_special)
-    _check_disallowed(text, disallowed)
-    split = _special_regex(allowed)
-    if split is None: return self.encode_ordinary_reference(text)
-    out, start = [], 0
-    for m in split.finditer(text):
-        out += self.encode_ordinary_reference(text[start:m.start()])
-        out.append(self.special_tokens[m.group()])
-        start = m.end()
-    return out + self.encode_ordinary_reference(text[start:])
+    out: list[int] = []
+    for piece in _split_specials(self, text, allowed, disallowed):
+        if isinstance(piece, int): out.append(piece)
+        else: out += self.encode_ordinary_reference(piece)
+    return out
 
 # %% ../nbs/02_tokenizer.ipynb #e68784aa
 @patch(cls_method=True)
@@ -402,8 +418,13 @@ def encode(self: BPETokenizer, text: str, allowed_special: Literal["all"] | Coll
             disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
     "Token ids of `text` (fast, through tiktoken). Special tokens in the text: see `allowed_special` / `disallowed_special`."
     allowed, disallowed = _special_sets(self, allowed_special, disallowed_special)
-    _check_disallowed(text, disallowed)
-    return self.tiktoken_encoding.encode(text, allowed_special=allowed, disallowed_special=())
+    pieces, encode = _split_specials(self, text, allowed, disallowed), self.tiktoken_encoding.encode_ordinary
+    if len(pieces) == 1: return encode(pieces[0])
+    out: list[int] = []
+    for piece in pieces:
+        if isinstance(piece, int): out.append(piece)
+        elif piece: out += encode(piece)
+    return out
 
 @patch
 def encode_ordinary(self: BPETokenizer, text: str) -> list[int]:
@@ -419,10 +440,11 @@ def _safe_cut(self: BPETokenizer, buf: str, allowed: set[str]) -> int:
     keep = max((len(s) for s in self.special_tokens), default=1)
     limit = len(buf) - keep
     if limit <= 0: return 0
-    specials = _special_regex(self.special_tokens)
+    found = list(self._special_pat.finditer(buf)) if self._special_pat is not None else []   # as the encoder finds them
+    ends = [m.end() for m in found]
     def inside_special(p: int) -> bool:
-        if specials is None: return False
-        return any(m.start() < p < m.end() for m in specials.finditer(buf, max(0, p - keep), min(len(buf), p + keep)))
+        k = bisect.bisect_right(ends, p)               # the first special token that ends after p
+        return k < len(found) and found[k].start() < p
     m = _NEWLINE_CUT.search(buf, 0, limit + 1)
     while m is not None:
         p = m.start() + 2
@@ -430,9 +452,10 @@ def _safe_cut(self: BPETokenizer, buf: str, allowed: set[str]) -> int:
         m = _NEWLINE_CUT.search(buf, 0, m.start() + 1)
     # fallback: before the last pre-token of buf[:limit + 1] (a special token starting later may still be incomplete),
     # with pre-tokens found the way the encoder finds them, between allowed special tokens
-    split, starts, seg = _special_regex(allowed), [], 0
-    for s in (split.finditer(buf) if split else ()):
+    starts, seg = [], 0
+    for s in found:
         if s.start() > limit: break
+        if s.group() not in allowed: continue
         starts += [x.start() for x in self._pat.finditer(buf, seg, s.start())] + [s.start()]
         seg = s.end()
     starts += [x.start() for x in self._pat.finditer(buf, seg, limit + 1)] if seg <= limit else []
@@ -500,51 +523,59 @@ def _recover_merges(ranks: dict[bytes, int]) -> tuple[list[int], list[tuple[int,
 
 @patch
 def save(self: BPETokenizer, path: str | Path) -> Path:
-    "Save to `path`: tiktoken's format when it ends in `.tiktoken`, else our readable JSON format."
+    "Save to `path` atomically: tiktoken's format when it ends in `.tiktoken`, else our readable JSON format."
     path = Path(path)
     if path.suffix == ".tiktoken":
-        path.write_text("".join(f"{base64.b64encode(b).decode()} {i}\n" for i, b in enumerate(self.vocab)))
-        return path
+        return atomic_write(path, "".join(f"{base64.b64encode(b).decode()} {i}\n" for i, b in enumerate(self.vocab)))
     state = {"format": "llm-from-scratch-bpe", "version": 2, "class": type(self).__name__, "pattern": self.pattern,
              "special_tokens": self.special_tokens,
              "byte_order": None if self.byte_order == list(range(256)) else self.byte_order,
              "merges": [f"{_readable(self.vocab[a])} {_readable(self.vocab[b])}" for a, b in self.merges]}
-    path.write_text(json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    return path
+    return atomic_write(path, json.dumps(state, ensure_ascii=False, indent=1) + "\n")
 
-@patch(cls_method=True)
-def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None, special_tokens: Iterable[str] | dict[str, int] | None = None) -> BPETokenizer:
-    "Load a tokenizer saved by `save` (JSON), or a `.tiktoken` rank file (then give `pattern` and `special_tokens`)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no tokenizer file at {path}")
-    if path.suffix == ".tiktoken":
-        ranks = {}
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip(): continue
-            try: tok64, rank = line.split(); ranks[base64.b64decode(tok64)] = int(rank)
-            except ValueError as e: raise ValueError(f"{path}:{n}: expected 'BASE64 RANK', got {line[:60]!r}") from e
-        byte_order, merges = _recover_merges(ranks)
-        return cls(merges, (EOT,) if special_tokens is None else special_tokens, pattern or GPT4_SPLIT_PATTERN, byte_order)
-    try: state = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a tokenizer saved by BPETokenizer.save (not JSON: {e})") from e
+def _from_tiktoken_file(cls: type[BPETokenizer], data: bytes, pattern: str | None,
+                        special_tokens: Iterable[str] | dict[str, int] | None) -> BPETokenizer:
+    ranks = {}
+    for n, line in enumerate(data.decode("ascii").splitlines(), 1):
+        if not line.strip(): continue
+        try: tok64, rank = line.split(); ranks[base64.b64decode(tok64, validate=True)] = int(rank)
+        except ValueError as e: raise ValueError(f"line {n}: expected 'BASE64 RANK', got {line[:60]!r}") from e
+    byte_order, merges = _recover_merges(ranks)
+    return cls(merges, (EOT,) if special_tokens is None else special_tokens, pattern or GPT4_SPLIT_PATTERN, byte_order)
+
+def _from_json_file(cls: type[BPETokenizer], data: bytes) -> BPETokenizer:
+    state = json.loads(data.decode("utf-8"))
     if not isinstance(state, dict) or state.get("format") != "llm-from-scratch-bpe":
-        raise ValueError(f"{path} is not a tokenizer saved by BPETokenizer.save (no 'format': 'llm-from-scratch-bpe')")
+        raise ValueError("not a tokenizer saved by BPETokenizer.save (no 'format': 'llm-from-scratch-bpe')")
     if state.get("version") != 2:
-        raise ValueError(f"{path}: tokenizer format version {state.get('version')!r} is not supported (this code reads version 2); "
-                         "retrain it, or for the cached default tokenizer call default_tokenizer(rebuild=True).")
+        raise ValueError(f"format version {state.get('version')!r}, and this code reads version 2")
+    if missing := {"pattern", "special_tokens", "byte_order", "merges"} - state.keys(): raise ValueError(f"no {sorted(missing)}")
     byte_order = state["byte_order"] or list(range(256))
     ids = {_B2U[b]: i for i, b in enumerate(byte_order)}     # readable token -> id, growing with the merges
     merges = []
     for k, m in enumerate(state["merges"]):
         parts = m.split(" ")
         if len(parts) != 2 or parts[0] not in ids or parts[1] not in ids:
-            raise ValueError(f"{path}: merge {k} ({m!r}) is not two tokens known at that point; the file is corrupt.")
+            raise ValueError(f"merge {k} ({m!r}) is not two tokens known at that point")
         merges.append((ids[parts[0]], ids[parts[1]]))
         ids[parts[0] + parts[1]] = 256 + k
-    klass = {c.__name__: c for c in (BPETokenizer, *BPETokenizer.__subclasses__())}.get(state["class"], cls)
-    tok = klass(merges, state["special_tokens"], state["pattern"], byte_order)
-    return tok
+    klass = {c.__name__: c for c in (BPETokenizer, *BPETokenizer.__subclasses__())}.get(state.get("class"), cls)
+    return klass(merges, state["special_tokens"], state["pattern"], byte_order)
+
+_RETRAIN = "retrain it with 'llmfs tokenizer train' or pass another --tokenizer"
+
+@patch(cls_method=True)
+def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None, special_tokens: Iterable[str] | dict[str, int] | None = None) -> BPETokenizer:
+    """Load a tokenizer saved by `save` (JSON), or a `.tiktoken` rank file (then give `pattern` and `special_tokens`).
+    A missing, truncated or corrupt file, or one in another format, raises a `UserError` that names it."""
+    path = Path(path)
+    if not path.is_file(): raise UserError(f"no tokenizer file at {path}", "train one with 'llmfs tokenizer train' or pass another --tokenizer", code=2)
+    data = path.read_bytes()
+    try:
+        return _from_tiktoken_file(cls, data, pattern, special_tokens) if path.suffix == ".tiktoken" else _from_json_file(cls, data)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, re.error) as e:   # bad UTF-8 and bad JSON are ValueErrors
+        detail = " ".join(str(e).split()) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        raise UserError(f"{path} is not a valid tokenizer file ({detail})", _RETRAIN, code=2) from e
 
 # %% ../nbs/02_tokenizer.ipynb #b9bb4884
 class GPT2Tokenizer(BPETokenizer):
@@ -600,12 +631,17 @@ def _training_texts(max_chars: int | None) -> Iterator[str]:
         if max_chars is not None and total >= max_chars: return
 
 def default_tokenizer(vocab_size: int | None = None, rebuild: bool = False) -> BPETokenizer:
-    "The book's tokenizer: BPE trained on chapter 1's train split, cached (trained on the first call only)."
+    "The book's tokenizer: BPE trained on chapter 1's train split, cached (trained on the first call, or when the cache is unreadable)."
     vocab_size = vocab_size or default_vocab_size()
     max_chars = at_scale(test=3_000_000, book=None)
     def build(tmp: Path) -> None:
         BPETokenizer.train(_training_texts(max_chars), vocab_size, special_tokens=[EOT]).save(tmp)
-    return BPETokenizer.load(cached(f"tokenizer/stdlib-bpe-{vocab_size}-v2.json", build, rebuild=rebuild))
+    name = f"tokenizer/stdlib-bpe-{vocab_size}-v2.json"
+    try: return BPETokenizer.load(cached(name, build, rebuild=rebuild))
+    except UserError as e:
+        if rebuild: raise
+        warnings.warn(f"{e.what}; training the tokenizer again")
+    return BPETokenizer.load(cached(name, build, rebuild=True))
 
 # %% ../nbs/02_tokenizer.ipynb #4fc3274c
 @patch

@@ -10,11 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import random
-import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,17 +19,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .core import Config, Progress, UserError, cache_dir, get_device, scale, seed_everything
+from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint,
+                                         set_rng_state)
+from .core import (Config, Progress, UserError, atomic_write, folder_lock, get_device, scale,
+                                   seed_everything)
 from .dataloader import random_batch
-from .model import GPT, GPTConfig, generate
+from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'RESUME_FREE', 'CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at',
-           'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_compatible', 'NonFiniteLossError',
-           'data_identity', 'read_metrics', 'make_optimizer', 'train', 'default_data', 'char_data', 'load_data',
+__all__ = ['CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_',
+           'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity',
+           'read_metrics', 'make_optimizer', 'check_data', 'train', 'default_data', 'char_data', 'load_data',
            'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
@@ -139,7 +137,7 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
 
 # %% ../nbs/06_pretraining.ipynb #cabbe96b
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     "The settings of a training run (the model's shape is a separate GPTConfig)."
     batch_size: int = 16
     grad_accum: int = 1          # micro-batches per optimiser step
@@ -170,11 +168,6 @@ class TrainConfig:
         if self.optimizer not in ("adamw", "torch"): raise ValueError(f"optimizer must be 'adamw' or 'torch', got {self.optimizer!r}")
         if self.min_lr > self.lr: raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}")
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        if set(d) - names: raise ValueError(f"unknown TrainConfig fields {sorted(set(d) - names)}; known: {sorted(names)}")
-        return cls(**d)
 
 @dataclass
 class TrainData:
@@ -203,66 +196,6 @@ def evaluate(model: nn.Module, tokens: Any, batch_size: int, block_size: int, n_
         model.train(was_training)
     return total / n_batches
 
-# %% ../nbs/06_pretraining.ipynb #3e2ed5fd
-CKPT_FORMAT = 1
-# Fields that may change between an interrupted run and its resumption without changing what it computes.
-RESUME_FREE = ("eval_interval", "eval_batches", "ckpt_interval", "compile", "device", "threads")
-
-def rng_state() -> dict[str, Any]:
-    "The states of Python's, NumPy's and PyTorch's global random generators, as tensors and plain values."
-    np_state = np.random.get_state()
-    st = {"python": random.getstate(), "torch": torch.get_rng_state(),
-          "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
-    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    "Restore what `rng_state` returned."
-    v, internal, gauss = st["python"]
-    random.setstate((v, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = st["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    "Write `state` to `path` atomically: to a temporary file, flushed to disk, then renamed over `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    "Read a checkpoint written by `save_checkpoint` without executing any pickled code (weights_only=True)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not a format-{CKPT_FORMAT} training checkpoint of this book.")
-    return state
-
-def check_compatible(state: dict[str, Any], model_cfg: GPTConfig, cfg: TrainConfig, data_id: dict[str, Any]) -> None:
-    "Refuse (ValueError naming the fields) to resume from a checkpoint written by a different model, run or dataset."
-    problems = []
-    saved_model = GPTConfig.from_dict(state["model_config"])
-    for k, (now, then) in model_cfg.diff(saved_model).items(): problems.append(f"model.{k}: checkpoint {then!r}, now {now!r}")
-    now_train = asdict(cfg)
-    for k, then in state["train_config"].items():
-        if k not in RESUME_FREE and now_train.get(k) != then: problems.append(f"train.{k}: checkpoint {then!r}, now {now_train.get(k)!r}")
-    for k, then in state["data"]["id"].items():
-        if data_id.get(k) != then: problems.append(f"data.{k}: checkpoint {then!r}, now {data_id.get(k)!r}")
-    if problems:
-        raise ValueError("the checkpoint was written by a different configuration and cannot be resumed; "
-                         "these fields differ:\n  " + "\n  ".join(problems) +
-                         "\nUse the same configuration, or start a fresh run in another folder (or with overwrite).")
-
 # %% ../nbs/06_pretraining.ipynb #8476c14e
 class NonFiniteLossError(FloatingPointError):
     "Raised when the training loss or gradient norm becomes NaN or infinite."
@@ -284,8 +217,8 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def _truncate_log(path: Path, step: int) -> None:
     if path.exists():
-        keep = [r for r in read_metrics(path) if r["step"] <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        keep = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+        atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "This chapter's AdamW (or torch's, `cfg.optimizer='torch'`) over `param_groups(model)`."
@@ -293,18 +226,33 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
     return AdamW(groups, **kw) if cfg.optimizer == "adamw" else torch.optim.AdamW(groups, **kw)
 
+def check_data(data: TrainData, block_size: int) -> None:
+    "Refuse, before any step, data whose train or validation split is too short for one window of `block_size` + 1 tokens."
+    for split, toks in (("train", data.train), ("val", data.val)):
+        if len(toks) < block_size + 1:
+            raise UserError(f"the {split} split of {data.name} has {len(toks)} tokens, fewer than one window of "
+                            f"block_size + 1 = {block_size + 1}", "use more data or a smaller --block-size", code=2)
+
 def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str | Path, overwrite: bool = False,
-          progress: bool = True, stop_after: int | None = None, model: GPT | None = None) -> dict[str, Any]:
+          progress: bool | str = True, stop_after: int | None = None, model: GPT | None = None,
+          log_every: float = 10.0) -> dict[str, Any]:
     """Train `GPT(model_cfg)` (or `model`) on `data`, resuming from `out_dir/ckpt.pt` if it exists.
+    The run holds a lock on `out_dir`: a second run in the same folder is refused. `progress`: True (a bar in a terminal,
+    a line every `log_every` seconds in a log, one summary line in a notebook), False, or a `Progress` mode.
     `stop_after`: return right after that step without a final checkpoint, as if the run had been killed.
     Returns a summary: steps, last train and val loss, training tokens/s (evaluation excluded), seconds, the model, the run folder."""
+    if model_cfg.vocab_size < data.vocab_size:
+        raise UserError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's vocabulary ({data.vocab_size})",
+                        "leave vocab_size unset to take the data's", code=2)
+    check_data(data, model_cfg.block_size)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out_dir, "a training run"):
+        return _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model, log_every)
+
+def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model, log_every) -> dict[str, Any]:
     ckpt, log = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
     if overwrite:
         for f in (ckpt, log): f.unlink(missing_ok=True)
-    if model_cfg.vocab_size < data.vocab_size:
-        raise ValueError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's vocabulary ({data.vocab_size}).")
     if cfg.threads: torch.set_num_threads(cfg.threads)
     device = get_device(cfg.device or None)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -314,7 +262,10 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str 
     data_gen = torch.Generator().manual_seed(cfg.seed)
     step, best_val, loss = 0, float("inf"), float("nan")
     if ckpt.exists():
-        state = load_checkpoint(ckpt)
+        try: state = load_checkpoint(ckpt)
+        except Exception as e:
+            raise UserError(f"cannot resume: {str(e).strip().splitlines()[0]}",
+                            "start afresh with --overwrite (this deletes the checkpoint) or use another run folder") from e
         check_compatible(state, model_cfg, cfg, data_identity(data))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -331,14 +282,15 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str 
 
     def checkpoint():
         save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step, "best_val": best_val,
-                               "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
+                               "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
                                "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
                                "data": {"generator": data_gen.get_state(), "id": data_identity(data)}})
 
     def val_loss() -> float:
         return evaluate(fwd, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
 
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="training", dynamic_ncols=True)
+    mode = {True: "auto", False: "none"}.get(progress, progress)
+    bar = Progress(cfg.max_steps, "training", unit="step", mode=mode, initial=step, every=log_every)
     model.train()
     t0, steps0, val, eval_s = time.perf_counter(), step, None, 0.0
     while step < cfg.max_steps:
@@ -367,9 +319,8 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str 
             te = time.perf_counter(); val = val_loss(); eval_s += time.perf_counter() - te
             best_val = min(best_val, val)
             rec.update(val_loss=val, val_ppl=perplexity(val))
-            bar.set_postfix(loss=f"{loss:.3f}", val=f"{val:.3f}")
-        elif step % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.set(val=val)
+        bar.set(loss=loss)
         _log(log, rec)
         bar.update(1)
         if stop_after is not None and step >= stop_after:
@@ -381,6 +332,7 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str 
     return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val if val is not None else val_loss(),
             "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "seconds": elapsed,
             "eval_seconds": eval_s, "model": model, "out_dir": out_dir}
+
 
 # %% ../nbs/06_pretraining.ipynb #9b65c3ba
 def default_data() -> TrainData:
@@ -396,8 +348,9 @@ def default_data() -> TrainData:
 def char_data(path: str | Path, val_fraction: float = 0.1) -> TrainData:
     "The characters of text file `path` as tokens (vocabulary: its distinct characters), split train/val at 1 - val_fraction."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path} is not a text file (for char:PATH data).")
+    if not path.is_file(): raise UserError(f"no text file at {path} (for char:PATH data)", "check the path", code=2)
     text = path.read_text(encoding="utf-8")
+    if not text: raise UserError(f"{path} is empty", "give a text file with something to learn from", code=2)
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([stoi[c] for c in text], dtype=torch.long)
@@ -409,7 +362,7 @@ def load_data(spec: str) -> TrainData:
     "`default` (the book's corpus and tokenizer) or `char:PATH` (characters of a text file)."
     if spec == "default": return default_data()
     if spec.startswith("char:"): return char_data(spec[5:])
-    raise ValueError(f"unknown data {spec!r}: use 'default' or 'char:PATH/TO/FILE.txt'.")
+    raise UserError(f"unknown data {spec!r}", "use 'default' or 'char:PATH/TO/FILE.txt'", code=2)
 
 # %% ../nbs/06_pretraining.ipynb #94d12ab6
 def plot_metrics(records: list[dict] | str | Path, title: str | None = None, smooth: int = 20):

@@ -31,12 +31,13 @@ if [ ! -x .venv/bin/python ]; then
   echo ">> creating the virtual environment .venv"
   "$PY" -m venv .venv
 fi
+EXTRAS=${LLMFS_EXTRAS:-dev}            # scripts/book asks for "book" (the PDF tooling); "dev" adds the test tools to it
 stamp=.venv/.llmfs-installed
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+want=$( (cat pyproject.toml constraints.txt; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing llm-from-scratch-book and its dependencies into .venv (torch pinned by constraints.txt)"
   .venv/bin/python -m pip install -qq --upgrade pip
-  .venv/bin/python -m pip install -qq -c constraints.txt -e ".[dev]"
+  .venv/bin/python -m pip install -qq -c constraints.txt -e ".[$EXTRAS]"
   echo "$want" > "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -224,7 +224,7 @@ def test_code_listings_wrap_inside_the_page(built):
 
 
 def _cli(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "import sys; from llm_from_scratch.core import main; sys.exit(main(sys.argv[1:]))",
+    return subprocess.run([sys.executable, "-c", "import sys; from llm_from_scratch.cli import main; sys.exit(main(sys.argv[1:]))",
                            "book", "--root", str(root), *args], capture_output=True, text=True)
 
 

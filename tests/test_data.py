@@ -6,6 +6,7 @@ import html
 import io
 import itertools
 import json
+import os
 import sys
 import types
 import unicodedata
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from llm_from_scratch import data as D
+from llm_from_scratch.core import UserError
 from llm_from_scratch.data import Document
 
 SHARED_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -197,7 +199,7 @@ def test_stdlib_documents_order_and_limit():
     assert list(itertools.islice(D.stdlib_documents(), len(docs))) == docs
     with pytest.raises(ValueError):
         next(D.stdlib_documents(max_bytes=0))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="/nonexistent-folder"):
         next(D.stdlib_documents(root="/nonexistent-folder"))
 
 
@@ -225,7 +227,7 @@ def test_folder_documents(tmp_path):
     (tmp_path / "e.jsonl").write_text("{not json\n")
     with pytest.raises(ValueError, match="e.jsonl:1"):
         list(D.folder_documents(tmp_path))
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(UserError, match="a.txt is not a folder"):
         next(D.folder_documents(tmp_path / "a.txt"))
 
 
@@ -299,8 +301,9 @@ def test_hf_documents_with_fake_datasets(monkeypatch):
 
 
 def test_corpus_documents_unknown_source():
-    with pytest.raises(ValueError, match="stdlib"):
+    with pytest.raises(UserError, match="no/such/source.*stdlib") as e:
         D.corpus_documents("no/such/source")
+    assert e.value.code == 2
 
 
 # ---------------------------------------------------------------- the cached corpus and the CLI
@@ -317,25 +320,148 @@ def test_load_corpus_small(cache):
         D.load_corpus("validation")
 
 
-def test_load_corpus_from_folder(cache, tmp_path):
+VOCAB = ("the a model reads text and learns which word comes next from many examples of data in files "
+         "written by people over years with care about style names tests errors").split()
+
+
+def note(i: int) -> str:
     import random
-    vocab = ("the a model reads text and learns which word comes next from many examples of data in files "
-             "written by people over years with care about style names tests errors").split()
+    return f"Document {i} says: " + " ".join(random.Random(i).choices(VOCAB, k=60)) + ".\n"
+
+
+def both_splits(source: str) -> dict[str, str]:
+    return {d.id: d.text for s in D.SPLITS for d in D.load_corpus(s, source=source)}
+
+
+def cache_entries(cache: Path) -> list[str]:
+    "Everything in the corpus cache, temporaries (hidden names) included."
+    data = cache / "test" / "data"
+    return sorted(p.name for p in data.iterdir()) if data.is_dir() else []
+
+
+def test_load_corpus_from_folder(cache, tmp_path):
     for i in range(30):
-        words = random.Random(i).choices(vocab, k=60)
-        (tmp_path / f"doc{i:02d}.txt").write_text(f"Document {i} says: " + " ".join(words) + ".\n")
+        (tmp_path / f"doc{i:02d}.txt").write_text(note(i))
     (tmp_path / "copy.txt").write_text((tmp_path / "doc03.txt").read_text())
+    (tmp_path / ".hidden.txt").write_text(note(99))               # hidden files are not part of the corpus
     docs = D.load_corpus("train", source=str(tmp_path)) + D.load_corpus("val", source=str(tmp_path))
     assert len(docs) == 30 and all(d.source == "folder" for d in docs)
+    assert cache.is_relative_to(tmp_path), "the cache lies inside the folder and is not read as part of it"
+    assert len(cache_entries(cache)) == 1, "reading the corpus twice builds it once"
+
+
+def test_folder_corpus_edited_gives_a_new_corpus(cache, tmp_path):
+    src = tmp_path / "notes"; src.mkdir()
+    for i in range(30):
+        (src / f"{i:02d}.md").write_text(note(i))
+    before = both_splits(str(src))
+    assert both_splits(str(src)) == before and len(cache_entries(cache)) == 1   # unchanged: the cached corpus
+    (src / "05.md").write_text(note(105))                         # edited
+    (src / "new.md").write_text(note(200))                        # added
+    (src / "07.md").unlink()                                       # removed
+    after = both_splits(str(src))
+    assert after["folder:05.md"] == note(105) != before["folder:05.md"]
+    assert "folder:new.md" in after and "folder:07.md" not in after
+    assert set(after) == set(before) - {"folder:07.md"} | {"folder:new.md"}
+    # an edit that keeps the size and restores the modification time is still noticed (the change time moves)
+    st = (src / "06.md").stat()
+    old = (src / "06.md").read_text()
+    (src / "06.md").write_text(old.replace("Document 6", "Document X"))
+    os.utime(src / "06.md", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert both_splits(str(src))["folder:06.md"].startswith("Document X")
+
+
+@pytest.mark.parametrize("content", [{}, {"image.png": "not text"}, {"a.txt": "Too short to keep.\n"},
+                                     {"a.txt": note(1)}])
+def test_empty_corpus_is_an_error_and_nothing_is_cached(cache, tmp_path, content):
+    src = tmp_path / "src"; src.mkdir()
+    for name, text in content.items():
+        (src / name).write_text(text)
+    with pytest.raises(UserError) as e:
+        D.load_corpus("train", source=str(src))
+    assert "empty" in str(e.value) or "no corpus files" in str(e.value) or "survived" in str(e.value)
+    assert cache_entries(cache) == []
+    with pytest.raises(UserError):                                 # and it is not an empty cached result next time
+        D.load_corpus("val", source=str(src))
+
+
+def test_missing_folder_is_a_user_error(cache, tmp_path):
+    with pytest.raises(UserError, match="nowhere"):
+        D.load_corpus("train", source=str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="not a folder"):
+        D.folder_files(tmp_path / "nowhere")
+
+
+def _small_corpus(cache):
+    D.load_corpus("train", max_bytes=200_000)
+    return D.corpus_dir(max_bytes=200_000)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "bad json line", "delete stats", "bad stats", "delete val"])
+def test_damaged_cached_corpus_is_curated_again(cache, damage):
+    path = _small_corpus(cache)
+    train, val = D.load_corpus("train", max_bytes=200_000), D.load_corpus("val", max_bytes=200_000)
+    stats = json.loads((path / "stats.json").read_text())
+    assert set(stats["files"]) == {"train.jsonl", "val.jsonl"}
+    assert stats["files"]["train.jsonl"]["sha256"] == hashlib.sha256((path / "train.jsonl").read_bytes()).hexdigest()
+    assert D.corpus_damage(path) is None
+    f = path / "train.jsonl"
+    if damage == "truncate": f.write_bytes(f.read_bytes()[:-100])
+    elif damage == "flip":
+        b = bytearray(f.read_bytes()); b[len(b) // 2] ^= 0x01; f.write_bytes(bytes(b))
+    elif damage == "bad json line": f.write_bytes(f.read_bytes()[:-1] + b"{")
+    elif damage == "delete stats": (path / "stats.json").unlink()
+    elif damage == "bad stats": (path / "stats.json").write_text("{\"files\": 3")
+    else: (path / "val.jsonl").unlink()
+    assert D.corpus_damage(path)
+    with pytest.warns(UserWarning, match="curating it again"):
+        assert D.load_corpus("train", max_bytes=200_000) == train
+    assert D.load_corpus("val", max_bytes=200_000) == val and D.corpus_damage(path) is None
+
+
+def test_damage_after_the_check_is_a_user_error_naming_the_file(cache, monkeypatch):
+    path = _small_corpus(cache)
+    monkeypatch.setattr(D, "corpus_damage", lambda p, checksums=True: None)   # damage that slips past the check
+    (path / "val.jsonl").write_text('{"id": "x", "text": "ok"}\nnot json\n')
+    with pytest.raises(UserError, match=r"val\.jsonl:2.*llmfs data --max-bytes 200000 --rebuild"):
+        D.load_corpus("val", max_bytes=200_000)
+    with pytest.raises(UserError, match="val.jsonl"):
+        list(D.iter_texts("val", max_bytes=200_000))
+
+
+def test_write_jsonl_is_atomic(tmp_path):
+    docs = [Document(f"d{i}", f"text {i}\n") for i in range(3)]
+    assert D.write_jsonl(docs, tmp_path / "a.jsonl") == (3, 21)
+    assert [d.id for d in D.read_jsonl(tmp_path / "a.jsonl")] == ["d0", "d1", "d2"]
+
+    def failing():
+        yield docs[0]
+        raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError):
+        D.write_jsonl(failing(), tmp_path / "a.jsonl")
+    assert [d.id for d in D.read_jsonl(tmp_path / "a.jsonl")] == ["d0", "d1", "d2"], "the old file is untouched"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"], "no temporary left behind"
+
+
+def test_corpus_checksum(cache):
+    path = _small_corpus(cache)
+    assert D.corpus_checksum("val", max_bytes=200_000) == hashlib.sha256((path / "val.jsonl").read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match="train"):
+        D.corpus_checksum("test", max_bytes=200_000)
 
 
 def test_cli(cache):
+    from llm_from_scratch.cli import main
     out = io.StringIO()
     with redirect_stdout(out), redirect_stderr(io.StringIO()):
-        assert D.main(["--max-bytes", "200000"]) == 0
+        assert main(["data", "--max-bytes", "200000"]) == 0
     assert "near dedup" in out.getvalue() and "train" in out.getvalue()
-    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        assert D.main(["--source", "definitely-not-a-source"]) == 1
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert main(["data", "--source", "definitely-not-a-source"]) == 2
+    lines = err.getvalue().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llmfs data: error: unknown corpus source 'definitely-not-a-source'")
+    assert cache_entries(cache) == [p for p in cache_entries(cache) if not p.startswith(".")]
 
 
 def test_shakespeare_offline_error_says_what_to_do(cache, monkeypatch):

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from llm_from_scratch.model import (GPT, GPTConfig, LayerNorm, Rotary, RMSNorm, count_params, flops_per_token, gelu,
-                                    generate, hf_gpt2_state_dict, load_hf_gpt2, measure_flops, sample_next,
-                                    save_hf_gpt2, top_k_filter, top_p_filter)
+from llm_from_scratch.generate import generate, sample_next, top_k_filter, top_p_filter
+from llm_from_scratch.hf import hf_gpt2_state_dict, load_hf_gpt2, save_hf_gpt2
+from llm_from_scratch.model import GPT, GPTConfig, LayerNorm, Rotary, RMSNorm, count_params, flops_per_token, gelu, measure_flops
 
 TINY = dict(vocab_size=67, block_size=24, n_layer=2, n_head=2, n_embd=16)
 

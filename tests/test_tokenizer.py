@@ -1,6 +1,8 @@
 """Tests of llm_from_scratch.tokenizer (chapter 2) that do not belong in the prose: property tests and edge cases."""
 from __future__ import annotations
 
+import base64
+import errno
 import os
 import sysconfig
 import warnings
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from llm_from_scratch import tokenizer as T
+from llm_from_scratch.core import UserError
 from llm_from_scratch.tokenizer import EOT, GPT2_SPLIT_PATTERN, BPETokenizer, GPT2Tokenizer, Tokenizer
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -220,6 +223,68 @@ def test_special_tokens_in_text(tok):
     with pytest.raises(ValueError): tok.encode("<|pad|>" + EOT, allowed_special={"<|pad|>"})
 
 
+# special tokens that are prefixes of one another: tokens over a small alphabet, half of them extended by a suffix
+special_chars = "<|ab>\n "
+
+
+@st.composite
+def prefixed_specials(draw) -> list[str]:
+    out = []
+    for base in draw(st.lists(st.text(special_chars, min_size=1, max_size=4), min_size=1, max_size=4)):
+        out.append(base)
+        if draw(st.booleans()): out.append(base + draw(st.text(special_chars, min_size=1, max_size=3)))
+    return draw(st.permutations(list(dict.fromkeys(out))))    # the order of the special tokens must not matter
+
+
+def longest_match_encode(t: BPETokenizer, text: str, allowed: set[str], disallowed: set[str]) -> list[int]:
+    "The rule, written out: left to right, at each place the longest special token starting there, if any."
+    by_length = sorted(t.special_tokens, key=len, reverse=True)
+    out, ordinary, i = [], "", 0
+    while i < len(text):
+        s = next((s for s in by_length if text.startswith(s, i)), None)
+        if s is None or s not in allowed | disallowed:
+            ordinary += text[i:i + len(s or "x")]; i += len(s or "x")
+        elif s in disallowed: raise ValueError(f"disallowed {s!r}")
+        else:
+            out += t.encode_ordinary_reference(ordinary) + [t.special_tokens[s]]; ordinary = ""; i += len(s)
+    return out + t.encode_ordinary_reference(ordinary)
+
+
+@given(st.data())
+@SETTINGS
+def test_longest_special_token_wins(tok, data):
+    specials = data.draw(prefixed_specials())
+    t = BPETokenizer(list(tok.merges), specials)
+    text = data.draw(st.lists(st.one_of(st.sampled_from(specials), st.text(special_chars + "xé", max_size=4), st.text(max_size=3)),
+                              max_size=12).map("".join))
+    allowed = data.draw(st.one_of(st.just("all"), st.sets(st.sampled_from(specials))))
+    disallowed = data.draw(st.sampled_from(["all", ()]))
+    allowed_set = set(specials) if allowed == "all" else allowed
+    disallowed_set = set(specials) - allowed_set if disallowed == "all" else set()
+    try: expected = longest_match_encode(t, text, allowed_set, disallowed_set)
+    except ValueError:
+        with pytest.raises(ValueError, match="contains the special token"): t.encode(text, allowed, disallowed)
+        with pytest.raises(ValueError, match="contains the special token"): t.encode_reference(text, allowed, disallowed)
+        return
+    assert t.encode(text, allowed, disallowed) == t.encode_reference(text, allowed, disallowed) == expected
+    assert t.decode(expected) == text
+    assert t.decode(t.encode(text, allowed_special="all")) == text and t.decode(t.encode(text, disallowed_special=())) == text
+    cut = data.draw(st.integers(1, 7))
+    parts = [text[i:i + cut] for i in range(0, len(text), cut)]
+    assert list(t.encode_iterable(parts, allowed, disallowed, buffer_chars=data.draw(st.integers(4, 40)))) == expected
+
+
+def test_longest_special_token_wins_examples():
+    for specials in (["<|a|>", "<|a|>b"], ["<|a|>b", "<|a|>"]):
+        t = BPETokenizer([], specials)
+        a, ab = t.special_tokens["<|a|>"], t.special_tokens["<|a|>b"]
+        for enc in (t.encode, t.encode_reference):
+            assert enc("<|a|>b<|a|>", allowed_special="all") == [ab, a]
+            assert enc("<|a|>b<|a|>", allowed_special={"<|a|>"}, disallowed_special=()) == [*b"<|a|>b", a]   # never split
+            assert enc("<|a|>b", allowed_special={"<|a|>b"}) == [ab]      # the disallowed <|a|> is inside it, not in the text
+            with pytest.raises(ValueError, match="'<\\|a\\|>b'"): enc("<|a|>b", allowed_special={"<|a|>"})
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="permutation"): Tokenizer([], byte_order=[0] * 256)
     with pytest.raises(ValueError, match="does not exist"): Tokenizer([(0, 999)])
@@ -245,12 +310,48 @@ def test_save_load_tiktoken(tok, tmp_path):
     assert load_tiktoken_bpe(str(tmp_path / "t.tiktoken")) == {b: i for i, b in enumerate(tok.vocab)}
 
 
-def test_load_bad_files(tmp_path):
-    with pytest.raises(FileNotFoundError): BPETokenizer.load(tmp_path / "missing.json")
-    (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a tokenizer"): BPETokenizer.load(tmp_path / "x.json")
-    (tmp_path / "x.tiktoken").write_text("oops\n")
-    with pytest.raises(ValueError, match="BASE64 RANK"): BPETokenizer.load(tmp_path / "x.tiktoken")
+@pytest.mark.parametrize("name", ["t.json", "t.tiktoken"])
+def test_failed_save_leaves_the_old_file(tok, tmp_path, monkeypatch, name):
+    from llm_from_scratch import core
+    p = tok.save(tmp_path / name)
+    before = p.read_bytes()
+    real_open = open
+
+    class FullDisk:
+        "A file that takes half of the first write, then fails as a full disk does."
+        def __init__(self, f): self.f = f
+        def write(self, b):
+            self.f.write(b[:len(b) // 2]); self.f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        def __getattr__(self, name): return getattr(self.f, name)
+        def __enter__(self): return self
+        def __exit__(self, *exc): self.f.close()
+
+    monkeypatch.setattr(core, "open", lambda *a, **k: FullDisk(real_open(*a, **k)), raising=False)   # what atomic_write opens
+    with pytest.raises(OSError, match="No space"): BPETokenizer.train([TRAIN[:20_000]], 300, n_jobs=1).save(p)
+    monkeypatch.undo()
+    assert p.read_bytes() == before and list(tmp_path.iterdir()) == [p]     # old file intact, no temporary left
+
+
+def test_load_bad_files(tok, tmp_path):
+    def refused(p: Path, *match: str) -> None:
+        with pytest.raises(UserError) as e: BPETokenizer.load(p)
+        msg = str(e.value)
+        assert str(p) in msg and "\n" not in msg and e.value.code == 2 and all(m in msg for m in match), msg
+    refused(tmp_path / "missing.json", "no tokenizer file", "llmfs tokenizer train")
+    refused(tmp_path, "no tokenizer file")                                   # a folder
+    good = tok.save(tmp_path / "good.json").read_bytes()
+    for name, data, why in [("x.json", b"{not json", "Expecting"), ("cut.json", good[:len(good) // 2], "Unterminated"),
+                            ("empty.json", b"", "Expecting value"), ("latin1.json", "{'é'}".encode("latin-1"), "utf-8"),
+                            ("other.json", b'{"model": {"type": "BPE"}}', "not a tokenizer saved by BPETokenizer.save"),
+                            ("list.json", b"[1, 2]", "not a tokenizer saved"),
+                            ("v1.json", b'{"format": "llm-from-scratch-bpe", "version": 1}', "version 1"),
+                            ("keys.json", b'{"format": "llm-from-scratch-bpe", "version": 2}', "no ["),
+                            ("x.tiktoken", b"oops\n", "BASE64 RANK"), ("bin.tiktoken", b"\xff\xfe\x00", "ascii"),
+                            ("gap.tiktoken", b"".join(b"%s %d\n" % (base64.b64encode(bytes([i])), i + (i > 9))
+                                                      for i in range(256)), "without gaps")]:
+        (tmp_path / name).write_bytes(data)
+        refused(tmp_path / name, why, "retrain it with 'llmfs tokenizer train' or pass another --tokenizer")
 
 
 def test_tampered_json_is_rejected(tok, tmp_path):
@@ -259,10 +360,14 @@ def test_tampered_json_is_rejected(tok, tmp_path):
     state = json.loads(p.read_text(encoding="utf-8"))
     state["merges"][5] = "nothere q"
     p.write_text(json.dumps(state), encoding="utf-8")
-    with pytest.raises(ValueError, match="merge 5"): BPETokenizer.load(p)
+    with pytest.raises(UserError, match="merge 5"): BPETokenizer.load(p)
     state["merges"][5] = state["merges"][4]          # a repeated merge would give two ids to one token
     p.write_text(json.dumps(state), encoding="utf-8")
-    with pytest.raises(ValueError): BPETokenizer.load(p)
+    with pytest.raises(UserError): BPETokenizer.load(p)
+    for key, bad in [("merges", 7), ("merges", [1, 2]), ("special_tokens", 3), ("pattern", "(unclosed"), ("byte_order", [0] * 256)]:
+        broken = dict(json.loads(tok.save(tmp_path / "ok.json").read_text(encoding="utf-8")), **{key: bad})
+        p.write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(UserError, match="not a valid tokenizer file"): BPETokenizer.load(p)
 
 
 # --- GPT-2 ------------------------------------------------------------------------------------------------------------
@@ -305,20 +410,55 @@ def test_default_tokenizer_contract(tmp_path, monkeypatch):
     assert (tmp_path / "test" / "tokenizer" / "stdlib-bpe-600-v2.json").is_file()
 
 
+def test_default_tokenizer_rebuilds_a_corrupt_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path))
+    monkeypatch.setenv("LLMFS_SCALE", "test")
+    calls = []
+    monkeypatch.setattr(T, "_training_texts", lambda max_chars: calls.append(max_chars) or iter([TRAIN[:60_000]]))
+    first = T.default_tokenizer(400)
+    p = tmp_path / "test" / "tokenizer" / "stdlib-bpe-400-v2.json"
+    good = p.read_bytes()
+    for damage in (good[:len(good) // 2], b"", b"\xff\xfe not even UTF-8"):
+        p.write_bytes(damage)
+        with pytest.warns(UserWarning, match="training the tokenizer again"):
+            again = T.default_tokenizer(400)
+        assert again.merges == first.merges and p.read_bytes() == good
+    assert len(calls) == 4
+
+
 # --- command line -----------------------------------------------------------------------------------------------------
 
 def test_cli(tmp_path, monkeypatch, capsys):
+    from llm_from_scratch.cli import main
     monkeypatch.setenv("LLMFS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LLMFS_SCALE", "test")
     monkeypatch.setattr(T, "_training_texts", lambda max_chars: iter([TRAIN]))
-    src = tmp_path / "a.py"
+    src, out = tmp_path / "a.py", tmp_path / "t.json"
     src.write_text(HELD_OUT, encoding="utf-8")
-    assert T.main(["train", str(src), "--vocab-size", "500", "--pattern", "gpt2", "--out", str(tmp_path / "t.json")]) == 0
-    t = BPETokenizer.load(tmp_path / "t.json")
+    train = ["train", str(src), "--vocab-size", "500", "--pattern", "gpt2", "--out", str(out)]
+    assert main(["tokenizer", *train]) == 0
+    t = BPETokenizer.load(out)
     assert t.vocab_size == 500 and t.pattern == GPT2_SPLIT_PATTERN
-    assert T.main(["encode", str(src), "--tokenizer", str(tmp_path / "t.json")]) == 0
+    assert main(["tokenizer", "encode", str(src), "--tokenizer", str(out)]) == 0
     assert f"-> {len(t.encode(HELD_OUT))} tokens" in capsys.readouterr().out
-    assert T.main(["info"]) == 0 and "BPETokenizer(vocab_size=1024" in capsys.readouterr().out
-    with pytest.raises(SystemExit): T.main(["train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit): T.main(["train", str(src), "--vocab-size", "10", "--out", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit): T.main(["encode", str(tmp_path / "missing.txt")])
+    assert main(["tokenizer", "info"]) == 0 and "BPETokenizer(vocab_size=1024" in capsys.readouterr().out
+
+    def fails(argv: list[str], code: int, *words: str) -> None:
+        "`llmfs tokenizer ...` exits with `code` and says why in one line on stderr."
+        capsys.readouterr()
+        assert main(["tokenizer", *argv]) == code
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("llmfs tokenizer: error:") and all(w in err[0] for w in words), err
+    fails(["train", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x.json")], 2, "missing.txt")
+    fails(["train", str(src), "--vocab-size", "10", "--out", str(tmp_path / "x.json")], 2, "too small")
+    fails(["encode", str(tmp_path / "missing.txt")], 2, "missing.txt")
+    fails(train, 2, "exists", "--force")                          # never overwrites --out unless asked to
+    assert main(["tokenizer", *train, "--force"]) == 0 and BPETokenizer.load(out).merges == t.merges
+    out.write_bytes(out.read_bytes()[:1000])                       # a tokenizer file cut short
+    fails(["encode", str(src), "--tokenizer", str(out)], 2, str(out), "llmfs tokenizer train")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 = 1\n".encode("latin-1"))
+    fails(["encode", str(tmp_path / "latin1.txt"), "--tokenizer", str(tmp_path / "t2.json")], 2, "t2.json")
+    assert main(["tokenizer", *train[:-1], str(tmp_path / "t2.json")]) == 0
+    fails(["encode", str(tmp_path / "latin1.txt"), "--tokenizer", str(tmp_path / "t2.json")], 1, "not UTF-8")
+    fails(["train", str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "t3.json")], 1, "not UTF-8")
+    assert not (tmp_path / "t3.json").exists()

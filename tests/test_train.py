@@ -13,8 +13,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from llm_from_scratch.model import GPT, GPTConfig
-from llm_from_scratch.train import (AdamW, TrainConfig, char_data, clip_grad_norm_, load_checkpoint, lm_loss, lr_at, main,
-                                    param_groups, read_metrics, save_checkpoint, train)
+from llm_from_scratch.checkpoint import load_checkpoint, save_checkpoint
+from llm_from_scratch.cli import main as llmfs
+from llm_from_scratch.train import (AdamW, TrainConfig, char_data, clip_grad_norm_, lm_loss, lr_at, param_groups,
+                                    read_metrics, train)
+
+
+def main(args: list[str]) -> int:
+    "`llmfs train ARGS...` in this process."
+    return llmfs(["train", *args])
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -81,7 +88,7 @@ def test_checkpoint_loading_never_unpickles_code(tmp_path):
     class Evil:
         def __reduce__(self): return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
     p = tmp_path / "evil.pt"
-    torch.save({"format": 1, "payload": Evil()}, p)
+    torch.save({"format": 2, "payload": Evil()}, p)
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(p)
     assert not (tmp_path / "pwned").exists()
@@ -96,7 +103,7 @@ def _corpus(tmp_path: Path) -> Path:
 
 
 def _cmd(corpus: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "llm_from_scratch.train", "--data", f"char:{corpus}", "--out", str(out),
+    return [sys.executable, "-m", "llm_from_scratch.cli", "train", "--data", f"char:{corpus}", "--out", str(out),
             "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--dropout", "0.1",
             "--batch-size", "4", "--max-steps", str(steps), "--warmup-steps", "5", "--ckpt-interval", "5",
             "--eval-interval", "10", "--eval-batches", "2", "--threads", "1", "--device", "cpu",
@@ -173,11 +180,11 @@ def test_non_finite_loss_names_the_step(tmp_path):
 
 
 def test_atomic_checkpoint_keeps_old_file(tmp_path):
-    p = save_checkpoint(tmp_path / "c.pt", {"format": 1, "x": torch.ones(2)})
+    p = save_checkpoint(tmp_path / "c.pt", {"format": 2, "x": torch.ones(2)})
     class Bad:
         def __reduce__(self): raise OSError("disk full")
     with pytest.raises(OSError):
-        save_checkpoint(p, {"format": 1, "x": torch.zeros(2), "bad": Bad()})
+        save_checkpoint(p, {"format": 2, "x": torch.zeros(2), "bad": Bad()})
     assert torch.equal(load_checkpoint(p)["x"], torch.ones(2)) and [f.name for f in tmp_path.iterdir()] == ["c.pt"]
 
 

@@ -1,0 +1,40 @@
+"""The package as a user gets it: a wheel installed into a clean virtual environment runs `llmfs` without the book tooling."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_trains_in_a_clean_venv(tmp_path):
+    r = run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("llm_from_scratch_book-*.whl")
+    venv = tmp_path / "venv"
+    assert run(sys.executable, "-m", "venv", venv).returncode == 0
+    py, llmfs = venv / "bin" / "python", venv / "bin" / "llmfs"
+    r = run(py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert run(py, "-c", "import nbdev").returncode != 0, "the book tooling must be an extra, not a dependency"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(LLMFS_CACHE=str(tmp_path / "cache"), LLMFS_SCALE="test", OMP_NUM_THREADS="1")
+    r = run(llmfs, "info", env=env, cwd=tmp_path)
+    assert r.returncode == 0 and "scale:" in r.stdout, r.stderr
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((ROOT / "README.md").read_text(encoding="utf-8") * 4, encoding="utf-8")
+    r = run(llmfs, "train", "--data", f"char:{corpus}", "--preset", "tiny", "--max-steps", "6", "--eval-interval", "3",
+            "--ckpt-interval", "3", "--out", tmp_path / "run", "--sample", "20", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "6 steps" in r.stdout and (tmp_path / "run" / "ckpt.pt").exists() and (tmp_path / "run" / "loss.png").exists()
+    r = run(llmfs, "book", env=env, cwd=tmp_path)
+    assert r.returncode == 1 and "llm-from-scratch-book[book]" in r.stderr and "Traceback" not in r.stderr
