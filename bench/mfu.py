@@ -9,7 +9,7 @@ Tokens/s is read from the run's metrics log after the warm-up steps (which inclu
 Without a CUDA GPU it says so and stops; `--smoke` runs a tiny model on the CPU instead, to check the script itself
 (its MFU against a CPU "peak" means little). Usage:
   python bench/mfu.py [--batch 16] [--steps 40] [--warmup 15] [--peak-tflops 989]
-  python bench/mfu.py --smoke
+  python bench/mfu.py --smoke          (or: python -m bench.mfu ...)
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:   # run as a script, python bench/mfu.py: make the repository importable, as -m does
+    sys.path.insert(0, str(ROOT))
 from llm_from_scratch.model import GPTConfig, flops_per_token  # noqa: E402
 from llm_from_scratch.train import TrainConfig, TrainData, read_metrics, train  # noqa: E402
 

@@ -7,20 +7,21 @@ batch 12, lr 1e-3 (warmup 100, cosine to 1e-4 at 2000), beta2 0.99, weight decay
 measured nanoGPT here at about 27,000 tokens/s, ending at val loss 1.886 after about 80 s.
 
 This shared 2-core machine changes speed by a factor of two or more from one hour to the next, so a number measured
-another day is no yardstick. The benchmark therefore also runs a reference: the same recipe written the way nanoGPT
-writes it (plain PyTorch modules, `torch.optim.AdamW`, the global random generator for batches, train and val estimates
-every 250 steps), in alternation with ours on the same machine. With seed 1337 the reference ends at nanoGPT's val loss, 1.8857.
+another day is no yardstick. The benchmark therefore also runs a reference, `bench/nanogpt.py`: the same recipe written
+the way nanoGPT writes it (plain PyTorch modules, `torch.optim.AdamW`, the global random generator for batches, train
+and val estimates every 250 steps), in alternation with ours on the same machine. With seed 1337 the reference ends at
+nanoGPT's val loss, 1.8857.
 
 Runs (0) the reference, (1) the book's GPT-2 architecture and recipe, (2) the same architecture with the learning
 rate tuned (`--tuned-lr`), (3) the book's modern recipe (RMSNorm, SwiGLU, RoPE, QK-norm and a higher learning rate)
 for as many steps as fit in run (1)'s wall-clock time, and (4) short runs of (0) and (1) in alternation, whose tokens/s
 ratio is the speed comparison. Prints a table.
 Usage: python bench/train.py [--only reference gpt2 tuned modern speed] [--seeds 1337 1 2] [--speed-rounds 7]
+   or: python -m bench.train [...]
 """
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -28,14 +29,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from llm_from_scratch.model import GPT, GPTConfig  # noqa: E402
+if not __package__:   # run as a script, python bench/train.py: make the repository importable, as -m does
+    sys.path.insert(0, str(ROOT))
+from bench.nanogpt import reference  # noqa: E402
+from llm_from_scratch.model import GPTConfig  # noqa: E402
 from llm_from_scratch.train import TrainConfig, TrainData, char_data, evaluate, read_metrics, train  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -50,112 +50,6 @@ def recipes(vocab_size: int, steps: int, modern_lr: float, tuned_lr: float) -> d
     gpt2 = GPTConfig(**arch, gelu_approximate="none")    # nanoGPT's MLP uses the exact GELU
     return {"gpt2": (gpt2, tc), "tuned": (gpt2, replace(tc, lr=tuned_lr, min_lr=tuned_lr / 10)),
             "modern": (GPTConfig.modern(**arch), replace(tc, lr=modern_lr, min_lr=modern_lr / 10))}
-
-
-# ---- the reference: nanoGPT's model and training loop for this recipe, in plain PyTorch --------------------------------
-class _RefBlock(nn.Module):
-    def __init__(self, d: int, n_head: int):
-        super().__init__()
-        # registered in nanoGPT's order, which fixes the order of random draws and of the gradient-norm sum
-        self.ln_1, self.c_attn = nn.LayerNorm(d, bias=False), nn.Linear(d, 3 * d, bias=False)
-        self.attn_proj, self.ln_2 = nn.Linear(d, d, bias=False), nn.LayerNorm(d, bias=False)
-        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d, bias=False), nn.Linear(4 * d, d, bias=False)
-        self.n_head = n_head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(self.ln_1(x)).split(C, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).contiguous().view(B, T, C)
-        x = x + self.attn_proj(y)
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
-
-
-class _RefGPT(nn.Module):
-    "nanoGPT's GPT for bias=False, dropout 0: learned positions, tied head, N(0, 0.02) init, scaled residual projections."
-    def __init__(self, vocab: int, block: int, n_layer: int, n_head: int, d: int):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(block, d)
-        self.h = nn.ModuleList(_RefBlock(d, n_head) for _ in range(n_layer))
-        self.ln_f, self.lm_head = nn.LayerNorm(d, bias=False), nn.Linear(d, vocab, bias=False)
-        self.wte.weight = self.lm_head.weight
-        for m in self.modules():    # same order of draws as nanoGPT's self.apply(_init_weights)
-            if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * n_layer))
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.h: x = block(x)
-        return self.lm_head(self.ln_f(x))
-
-
-def reference_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1) -> torch.optim.AdamW:
-    "nanoGPT's configure_optimizers: matrices and embeddings decay, 1-d tensors do not; betas (0.9, 0.99)."
-    params = list(model.parameters())
-    return torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
-
-
-def reference_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    logits = model(x)
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1), ignore_index=-1)
-
-
-def reference_update(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    "One step of nanoGPT's loop: loss, backward, clip the gradient norm at 1.0, AdamW step, clear the gradients."
-    loss = reference_loss(model, x, y)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return loss
-
-
-def reference(data: TrainData, steps: int = 2000, seed: int = 1337, eval_interval: int = 250, val_batches: int = 200) -> dict:
-    """nanoGPT's train.py for this recipe: global-RNG batches from a uint16 array, train and val estimates (20 batches
-    each) every `eval_interval` steps, torch.optim.AdamW, clipping at 1.0, warmup (it+1)/(warmup+1), steps 0..`steps`
-    inclusive. tok/s counts training time only; val@20 is the estimate at step `steps`, as nanoGPT prints it; val@200
-    the book's fixed sample of `val_batches` batches (skipped when 0)."""
-    torch.manual_seed(seed)
-    splits = {"train": data.train.numpy().astype(np.uint16), "val": data.val.numpy().astype(np.uint16)}
-    B, T, lr0, min_lr, warmup = 12, 64, 1e-3, 1e-4, 100
-
-    def get_batch(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        d = splits[split]
-        ix = torch.randint(len(d) - T, (B,))
-        return (torch.stack([torch.from_numpy(d[i:i + T].astype(np.int64)) for i in ix]),
-                torch.stack([torch.from_numpy(d[i + 1:i + 1 + T].astype(np.int64)) for i in ix]))
-
-    @torch.no_grad()
-    def estimate() -> float:
-        model.eval()
-        out = {s: sum(reference_loss(model, *get_batch(s)).item() for _ in range(20)) / 20 for s in ("train", "val")}
-        model.train()
-        return out["val"]
-
-    def lr_at(it: int) -> float:
-        if it < warmup: return lr0 * (it + 1) / (warmup + 1)
-        return min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (steps - warmup))) * (lr0 - min_lr)
-
-    model = _RefGPT(data.vocab_size, T, 4, 4, 128)
-    opt = reference_optimizer(model, lr0)
-    x, y = get_batch("train")
-    start = t0 = time.perf_counter()
-    train_s, val = 0.0, float("nan")
-    for it in range(steps + 1):
-        for g in opt.param_groups: g["lr"] = lr_at(it)
-        if it % eval_interval == 0:
-            te = time.perf_counter(); val = estimate(); t0 += time.perf_counter() - te
-        loss = reference_update(model, opt, x, y)
-        x, y = get_batch("train")    # nanoGPT draws it between forward and backward: no random draw in between here
-        loss.item()
-        t1 = time.perf_counter(); train_s += t1 - t0; t0 = t1
-    wall = time.perf_counter() - start
-    return {"run": "reference: nanoGPT's recipe and code, plain PyTorch", "steps": steps + 1,
-            "tok/s": (steps + 1) * B * T / train_s, "wall s": wall, "val loss (20 batches)": val,
-            "val loss (200 batches)": evaluate(model, data.val, B, T, val_batches, seed=2024) if val_batches else float("nan"),
-            "params": sum(p.numel() for p in model.parameters())}
 
 
 # ---- the book's runs ------------------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from .core import SCALES, UserError, cache_dir, get_device, scale
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'explain', 'Parser', 'command', 'build_parser', 'settings', 'main', 'info', 'data', 'tokenizer', 'shards',
-           'train', 'book']
+__all__ = ['COMMANDS', 'explain', 'Parser', 'HelpFormatter', 'command', 'build_parser', 'settings', 'main', 'info', 'data',
+           'tokenizer', 'shards', 'train', 'book']
 
 # %% ../nbs/15_cli.ipynb #e3fa8b23
 def _one_line(s: str) -> str: return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
@@ -57,6 +57,12 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {_one_line(message)} - run '{self.prog} --help' for usage\n")
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Shows each option's default, unless it is None or False (nothing to show) or the help already says it."
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or "default" in (action.help or ""): return action.help or ""
+        return super()._get_help_string(action)
+
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -80,7 +86,7 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (fn, help) in COMMANDS.items():
         fn(sub.add_parser(name, help=help, description=help, parents=[_common()],
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+                          formatter_class=HelpFormatter))
     return p
 
 
@@ -171,7 +177,7 @@ def _tokenizer(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
     sub.add_parser("info", help="train or load the book's default tokenizer and describe it", parents=[_common()])
     tr = sub.add_parser("train", help="train a tokenizer on text files", parents=[_common()],
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     tr.add_argument("files", nargs="+", type=Path, help="UTF-8 text files, one document each")
     tr.add_argument("--vocab-size", type=int, default=default_vocab_size())
     tr.add_argument("--pattern", choices=["gpt4", "gpt2"], default="gpt4", help="pre-tokenisation pattern")
@@ -265,10 +271,9 @@ def _train(p: argparse.ArgumentParser) -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             shown = base[sect].get(f.name, f.default)
-            if sect == "model" and f.name == "vocab_size": shown = "the data's vocabulary"
+            if sect == "model" and f.name == "vocab_size": shown = "the data's vocabulary size"
             g.add_argument("--" + f.name.replace("_", "-"), dest=f"{sect}.{f.name}", type=_field_type(hints[f.name], f.name),
-                           default=None, metavar="VALUE",
-                           help=f"default: {shown}")
+                           default=argparse.SUPPRESS, metavar="VALUE", help=f"default: {shown!r}")
     p.set_defaults(func=train)
 
 def train(args: argparse.Namespace) -> int:
@@ -279,7 +284,7 @@ def train(args: argparse.Namespace) -> int:
     conf = read_config_file(args.config) if args.config else {}
     over: dict[str, dict] = {"model": dict(conf.get("model") or {}), "train": dict(conf.get("train") or {})}
     for k, v in vars(args).items():
-        if v is not None and "." in k:
+        if "." in k:
             sect, name = k.split(".", 1)
             over[sect][name] = v
     data = load_data(args.data or conf.get("data") or "default")
@@ -325,6 +330,10 @@ def _book(p: argparse.ArgumentParser) -> None:
 
 def book(args: argparse.Namespace) -> int:
     "The `llmfs book` command."
+    import importlib.util
+    missing = [m for m in ("nbdev", "nbclient", "pypandoc", "qrcode") if importlib.util.find_spec(m) is None]
+    if missing: raise UserError(f"building the book needs {', '.join(missing)}",
+                                "install the book extra: pip install 'llm-from-scratch-book[book]'")
     from llm_from_scratch.book import BookError, build_book
     from llm_from_scratch.core import project_root
     root = args.root or project_root() or Path.cwd()

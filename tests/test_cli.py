@@ -60,7 +60,8 @@ def test_sub_command_help(cmd):
 def test_train_help_shows_every_default():
     r = subprocess.run([*LLMFS, "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--preset {book,gpt2,tiny}" in r.stdout
-    assert "default for this scale and device: tiny" in r.stdout
-    for flag in ("--n-layer", "--lr", "--batch-size", "--max-steps", "--log-every"):
-        line = r.stdout[r.stdout.index(flag):].split("\n--", 1)[0]
-        assert "default" in " ".join(r.stdout[r.stdout.index(flag):].split()[:12]), flag
+    text = " ".join(r.stdout.split())
+    assert "default for this scale and device: tiny" in text and "(default: None)" not in text
+    for flag, shown in (("--n-layer VALUE", "default: 2"), ("--lr VALUE", "default: 0.002"), ("--max-steps VALUE", "default: 300"),
+                        ("--bias VALUE", "default: True"), ("--log-every LOG_EVERY", "default: 10.0")):
+        assert shown in text[text.index(flag):][:80], (flag, text[text.index(flag):][:80])

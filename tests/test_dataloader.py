@@ -1,11 +1,14 @@
 """Tests of llm_from_scratch.dataloader beyond the chapter's prose: properties, interruption by a hard kill, workers."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pickle
 import subprocess
 import sys
 import textwrap
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from llm_from_scratch.core import UserError
 from llm_from_scratch.dataloader import (MANIFEST, SlidingWindowDataset, TokenPositionEmbedding, TokenShards,
-                                         random_batch, sinusoidal_positions, token_dtype, write_shards)
+                                         random_batch, shards_damage, sinusoidal_positions, token_dtype, write_shards)
 
 EOT = 256
 
@@ -141,7 +145,7 @@ def test_errors(tmp_path):
     d = write_shards(["hello world"] * 5, enc, EOT, tmp_path / "z", 10, progress=False)
     with open(d / "shard_00001.bin", "r+b") as f:
         f.truncate(4)
-    with pytest.raises(ValueError, match="wrong size"):
+    with pytest.raises(UserError, match="shard_00001.bin has the wrong size.*llmfs shards --rebuild"):
         TokenShards(d)
     # fewer texts on resume than the interrupted run had finished
     calls = []
@@ -229,15 +233,144 @@ def test_embeddings():
         TokenPositionEmbedding(50, 8, 12, positions="rotary")
 
 
+def test_embedding_without_positions_and_default_init():
+    emb = TokenPositionEmbedding(50, 8, 12, positions="none")
+    idx = torch.randint(0, 50, (3, 12))
+    assert torch.equal(emb(idx), emb.tok.weight[idx]) and emb.position(4) is None and emb.block_size == 12
+    assert not hasattr(emb, "pos") and [n for n, _ in emb.named_parameters()] == ["tok.weight"]
+    with pytest.raises(ValueError, match="block_size"):
+        emb(torch.zeros(1, 13, dtype=torch.long))
+    learned = TokenPositionEmbedding(50, 8, 12)
+    assert isinstance(learned.tok, torch.nn.Embedding) and isinstance(learned.pos, torch.nn.Embedding)
+    assert [n for n, _ in learned.named_parameters()] == ["tok.weight", "pos.weight"] and learned.block_size == 12
+    assert list(TokenPositionEmbedding(50, 8, 12, positions="sinusoidal").state_dict()) == ["tok.weight"]
+    torch.manual_seed(3); a = TokenPositionEmbedding(50, 8, 12)
+    torch.manual_seed(3); t, p = torch.nn.Embedding(50, 8), torch.nn.Embedding(12, 8)
+    assert torch.equal(a.tok.weight, t.weight) and torch.equal(a.pos.weight, p.weight), "nn.Embedding's initialisation"
+    with pytest.raises(ValueError):
+        TokenPositionEmbedding(50, 8, 0)
+
+
+# ---------------------------------------------------------------- checksums and damaged folders
+def test_manifest_records_checksums_and_max_ids(tmp_path):
+    texts = ["hello world", "é", "abc" * 10]
+    d = write_shards(texts, enc, EOT, tmp_path, 7, vocab_size=300, progress=False)
+    man = json.loads((d / MANIFEST).read_text())
+    assert man["version"] == 2 and man["shards"]
+    for s in man["shards"]:
+        data = np.fromfile(d / s["file"], dtype=np.uint16)
+        assert s["sha256"] == hashlib.sha256((d / s["file"]).read_bytes()).hexdigest()
+        assert s["max_id"] == int(data.max()) and s["tokens"] == data.size
+    ts = TokenShards(d)
+    assert ts.max_id == EOT and shards_damage(d) is None
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "extend", "delete"])
+def test_damaged_shard_is_a_user_error_naming_the_file(tmp_path, how):
+    d = write_shards([f"text {i} " * 20 for i in range(30)], enc, EOT, tmp_path, 100, progress=False)
+    shard = d / "shard_00002.bin"
+    b = bytearray(shard.read_bytes())
+    if how == "flip": b[5] ^= 0x40; shard.write_bytes(bytes(b))
+    elif how == "truncate": shard.write_bytes(bytes(b[:-1]))
+    elif how == "extend": shard.write_bytes(bytes(b) + b"\0\0")
+    else: shard.unlink()
+    with pytest.raises(UserError) as e:
+        TokenShards(d)
+    assert str(shard) in str(e.value) and "llmfs shards --rebuild" in str(e.value)
+    assert str(shard) in shards_damage(d)
+    if how == "flip":                                             # same size: only the checksum notices
+        assert len(TokenShards(d, verify=False)) > 0 and shards_damage(d, checksums=False) is None
+    else:
+        with pytest.raises(UserError):
+            TokenShards(d, verify=False)
+
+
+def test_damaged_manifest(tmp_path):
+    d = write_shards(["abc"] * 5, enc, EOT, tmp_path, 4, progress=False)
+    (d / MANIFEST).write_text('{"format": "llmfs-token-shards", "shards": [')
+    with pytest.raises(UserError, match=f"{MANIFEST}.*damaged"):
+        TokenShards(d)
+    assert "damaged" in shards_damage(d)
+    with pytest.raises(UserError):                                # resuming cannot trust it either
+        write_shards(["abc"] * 5, enc, EOT, d, 4, progress=False)
+    write_shards(["abc"] * 5, enc, EOT, d, 4, progress=False, overwrite=True)
+    assert TokenShards(d).tokens().tolist() == stream_of(["abc"] * 5).tolist()
+
+
+def test_checksums_survive_resumption(tmp_path):
+    texts = [f"doc {i} " + "x" * (i % 13) for i in range(100)]
+    calls = []
+    def flaky(t):
+        if len(calls) == 60: raise Boom()
+        calls.append(t); return enc(t)
+    with pytest.raises(Boom):
+        write_shards(texts, flaky, EOT, tmp_path / "run", 50, progress=False)
+    write_shards(texts, enc, EOT, tmp_path / "run", 50, progress=False)
+    assert shards_damage(tmp_path / "run") is None
+    assert folder_bytes(tmp_path / "run") == folder_bytes(write_shards(texts, enc, EOT, tmp_path / "ref", 50,
+                                                                        progress=False))
+
+
+class ByteTokenizer:
+    "The smallest tokenizer with the interface default_token_shards needs."
+    vocab_size, eot_id = 257, 256
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+
+@pytest.fixture
+def tiny_default(tmp_path, monkeypatch):
+    "default_token_shards over a small in-memory corpus and a byte tokenizer, in an empty cache."
+    import llm_from_scratch.data as data
+    import llm_from_scratch.tokenizer as tokenizer
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLMFS_SCALE", "test")
+    corpus = {"train": [f"train text {i} " * 5 for i in range(50)], "val": ["val text"] * 3}
+    monkeypatch.setattr(data, "iter_texts", lambda split="train", *a, **k: iter(corpus[split]))
+    monkeypatch.setattr(data, "corpus_checksum", lambda split="train", *a, **k: hashlib.sha256(
+        json.dumps(corpus[split]).encode()).hexdigest())
+    monkeypatch.setattr(tokenizer, "default_tokenizer", lambda *a, **k: ByteTokenizer())
+    return corpus
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate", "manifest"])
+def test_default_token_shards_rebuilds_a_damaged_cache(tiny_default, how):
+    from llm_from_scratch.dataloader import default_token_shards
+    path = default_token_shards("train", progress=False)
+    ref = TokenShards(path).tokens().copy()
+    assert ref.tolist() == stream_of(tiny_default["train"]).tolist()
+    shard = path / "shard_00000.bin"
+    if how == "flip":
+        b = bytearray(shard.read_bytes()); b[0] ^= 1; shard.write_bytes(bytes(b))
+    elif how == "truncate": shard.write_bytes(shard.read_bytes()[:10])
+    else: (path / MANIFEST).unlink()
+    with pytest.warns(UserWarning, match="tokenising again"):
+        again = default_token_shards("train", progress=False)
+    assert again == path and np.array_equal(TokenShards(again).tokens(), ref)
+
+
+def test_default_token_shards_keyed_by_corpus(tiny_default):
+    from llm_from_scratch.dataloader import default_token_shards
+    a = default_token_shards("train", progress=False)
+    tiny_default["train"] = tiny_default["train"][:-1]              # another corpus: other shards
+    b = default_token_shards("train", progress=False)
+    assert a != b and len(TokenShards(b)) < len(TokenShards(a))
+
+
 def test_default_token_shards_decode_to_the_corpus():
     "End to end: the first document of the cached validation shards decodes to the corpus' first validation text."
     data = pytest.importorskip("llm_from_scratch.data")
     tokenizer = pytest.importorskip("llm_from_scratch.tokenizer")
-    from llm_from_scratch.dataloader import default_token_shards, main
+    from llm_from_scratch.cli import main
+    from llm_from_scratch.dataloader import default_token_shards
     tok = tokenizer.default_tokenizer()
     ts = TokenShards(default_token_shards("val", progress=False))
     first_text = next(iter(data.iter_texts("val")))
     end = int(np.argmax(ts[:len(first_text) + 10] == tok.eot_id))
     assert tok.decode(ts[:end].tolist()) == first_text
     assert ts.n_docs == sum(1 for _ in data.iter_texts("val"))
-    assert main(["--split", "val", "--quiet"]) == 0
+    out = io.StringIO()
+    with redirect_stdout(out), redirect_stderr(io.StringIO()):
+        assert main(["shards", "--split", "val", "--quiet"]) == 0
+    assert out.getvalue().startswith("val: TokenShards(")
