@@ -8,11 +8,13 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -110,15 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     debug = args.debug or os.environ.get("LLMFS_DEBUG", "") not in ("", "0")
-    name = f"llmfs {args.command}"
+    name, stack = f"llmfs {args.command}", contextlib.ExitStack()
     saved = {k: os.environ.get(k) for k in ("LLMFS_SCALE", "LLMFS_DEVICE")}
+    def warn(message, category, filename, lineno, file=None, line=None) -> None:   # a library warning: one line too
+        print(f"{name}: warning: {_one_line(message)}", file=sys.stderr)
     try:
+        stack.enter_context(warnings.catch_warnings())
+        warnings.showwarning = warn
         if args.scale: os.environ["LLMFS_SCALE"] = args.scale
         if args.device: os.environ["LLMFS_DEVICE"] = args.device
         scale(); get_device()                                   # a bad scale or device fails here, before any work
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"\n{name}: interrupted", file=sys.stderr)
+        print(("\n" if sys.stderr.isatty() else "") + f"{name}: interrupted", file=sys.stderr)
         return 130
     except SystemExit: raise
     except BaseException as e:
@@ -127,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {msg}", file=sys.stderr)
         return code
     finally:                                                    # in-process callers get their environment back
+        stack.close()
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v

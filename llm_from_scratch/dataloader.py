@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .core import UserError, at_scale, atomic_write, cache_dir, cached
+from .data import sha256_file
 
 # %% auto #0
 __all__ = ['MANIFEST', 'TokenSource', 'token_dtype', 'write_shards', 'shards_damage', 'TokenShards', 'default_token_shards',
@@ -53,9 +54,6 @@ def _read_manifest(d: Path) -> dict | None:
 def _write_manifest(d: Path, man: dict) -> None: atomic_write(Path(d) / MANIFEST, json.dumps(man, indent=1) + "\n")
 
 def _text_sha(text: str) -> str: return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
 
 # %% ../nbs/03_dataloader.ipynb #75db8649
 def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], eot_id: int, out_dir: str | Path,
@@ -162,7 +160,7 @@ def _shard_damage(path: Path, man: dict, checksums: bool = True) -> str | None:
                         f"({n * dtype.itemsize:,} bytes) as {MANIFEST} records")
             if not 0 <= int(s.get("max_id", 0)) < vocab:
                 return f"{path / MANIFEST} says shard {f.name} holds id {s['max_id']}, outside [0, {vocab})"
-            if checksums and "sha256" in s and _file_sha256(f) != s["sha256"]:
+            if checksums and "sha256" in s and sha256_file(f) != s["sha256"]:
                 return f"shard {f} is damaged: its sha256 is not the one {MANIFEST} records"
     except (KeyError, TypeError, ValueError) as e:
         return f"{path / MANIFEST} is damaged ({type(e).__name__}: {e})"

@@ -12,7 +12,7 @@ from llm_from_scratch.model import GPT
 from llm_from_scratch.train import TrainData, lr_at, train
 
 
-NAMES = {"wte": "tok_emb", "wpe": "pos_emb", "h": "blocks", "ln_f": "norm_f", "ln_1": "norm1", "ln_2": "norm2",
+NAMES = {"wte": "emb.tok", "wpe": "emb.pos", "h": "blocks", "ln_f": "norm_f", "ln_1": "norm1", "ln_2": "norm2",
          "c_attn": "attn.qkv", "attn_proj": "attn.proj", "c_fc": "mlp.fc", "mlp_proj": "mlp.proj"}
 
 

@@ -63,5 +63,6 @@ def test_train_help_shows_every_default():
     text = " ".join(r.stdout.split())
     assert "default for this scale and device: tiny" in text and "(default: None)" not in text
     for flag, shown in (("--n-layer VALUE", "default: 2"), ("--lr VALUE", "default: 0.002"), ("--max-steps VALUE", "default: 300"),
-                        ("--bias VALUE", "default: True"), ("--log-every LOG_EVERY", "default: 10.0")):
-        assert shown in text[text.index(flag):][:80], (flag, text[text.index(flag):][:80])
+                        ("--bias VALUE", "default: True"), ("--log-every LOG_EVERY", "(default: 10.0)")):
+        after = text[text.index("options:"):]
+        assert shown in after[after.index(flag):][:120], (flag, after[after.index(flag):][:120])
