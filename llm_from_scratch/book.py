@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from .core import atomic_path
+from .core import UserError, atomic_path
 
 # %% auto #0
 __all__ = ['XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'BookError', 'BookSpec', 'check_notebook', 'read_spec',
@@ -618,8 +618,8 @@ def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path
         return n in (rel.stem, rel.as_posix().removesuffix(".ipynb")) or (n.isdigit() and num.isdigit() and int(n) == int(num))
     unknown = [n for n in names if not any(matches(r, n) for r in nbs)]
     if unknown:
-        raise BookError(f"no chapter called {', '.join(map(repr, unknown))}; the chapters are "
-                        f"{', '.join(r.stem for r in nbs)} (give a number such as 06, or a name)")
+        raise UserError(f"no chapter called {', '.join(map(repr, unknown))}",
+                        f"give a number such as 06, or a name: {', '.join(r.stem for r in nbs)}", code=2)
     return [r for r in nbs if any(matches(r, n) for n in names)]
 
 def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,

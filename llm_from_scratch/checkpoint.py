@@ -8,8 +8,10 @@ from __future__ import annotations
 __all__ = ['CKPT_FORMAT', 'RESUME_FREE', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_compatible']
 
 # %% ../nbs/06_pretraining.ipynb #3e2ed5fd
+import errno
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,11 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     "Write `state` to `path` atomically (chapter 0's `atomic_write`: a temporary file, flushed, renamed over `path`)."
-    return atomic_write(path, lambda f: torch.save(state, f))
+    try: return atomic_write(path, lambda f: torch.save(state, f))
+    except RuntimeError as e:                  # torch's writer reports a full disk as a RuntimeError: say what it is
+        if shutil.disk_usage(Path(path).parent).free < 64 * 2**20:
+            raise OSError(errno.ENOSPC, f"no space left to write {path}") from e
+        raise
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` without executing any pickled code (weights_only=True).
@@ -52,7 +58,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError: raise
     except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is damaged or not a checkpoint ({str(e).strip().splitlines()[0]})") from e
+        raise ValueError(f"{path} is damaged or not a checkpoint ({type(e).__name__})") from e
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a format-{CKPT_FORMAT} training checkpoint of this book.")
     return state

@@ -67,7 +67,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return p
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -83,6 +83,7 @@ def build_parser() -> Parser:
     "The `llmfs` parser with every registered sub-command."
     p = Parser(prog="llmfs", description="LLM From Scratch: the book's pipeline, one sub-command per step.",
                parents=[_common()])
+    p.set_defaults(debug=False)
     p.add_argument("--scale", choices=SCALES, default=None, help="override $LLMFS_SCALE for this command")
     p.add_argument("--device", default=None, help="override $LLMFS_DEVICE (cpu, cuda, mps) for this command")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -105,8 +106,15 @@ def settings() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     "The `llmfs` command: parse, run the sub-command, and turn a user's mistake into one line and an exit code."
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    try: args = parser.parse_args(argv)
+    try: parser = build_parser()                                # defaults read the scale and device settings
+    except ValueError as e:
+        print(f"llmfs: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:                                              # report it as the sub-command's mistake
+            sub = next(a for a in parser._actions if a.dest == "command").choices.get(args.command, parser)
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e: return int(e.code or 0)
     if not args.command:
         parser.print_help(sys.stderr)
@@ -165,7 +173,8 @@ def _data(p: argparse.ArgumentParser) -> None:
 def data(args: argparse.Namespace) -> int:
     "The `llmfs data` command: build or find the curated corpus and print its funnel and splits."
     from llm_from_scratch.data import corpus_dir, corpus_stats
-    if args.max_bytes < -1: raise UserError(f"--max-bytes must be -1, 0 or positive, got {args.max_bytes}", code=2)
+    if args.max_bytes < -1: raise UserError(f"--max-bytes must be -1, 0 or positive, got {args.max_bytes}",
+                                          "use -1 for the scale's default or 0 for everything", code=2)
     mb = None if args.max_bytes == 0 else args.max_bytes
     path = corpus_dir(args.source, mb, rebuild=args.rebuild, progress=True)
     stats = corpus_stats(args.source, mb)
@@ -287,7 +296,7 @@ def train(args: argparse.Namespace) -> int:
     "The `llmfs train` command."
     from llm_from_scratch.train import (default_preset, load_data, perplexity, plot_metrics, preset_configs,
                                         read_config_file, train as train_run)
-    if args.stop_after is not None and args.stop_after < 1: raise UserError("--stop-after must be at least 1", code=2)
+    if args.stop_after is not None and args.stop_after < 1: raise UserError("--stop-after must be at least 1", "give a step number, 1 or more", code=2)
     conf = read_config_file(args.config) if args.config else {}
     over: dict[str, dict] = {"model": dict(conf.get("model") or {}), "train": dict(conf.get("train") or {})}
     for k, v in vars(args).items():
@@ -349,7 +358,7 @@ def book(args: argparse.Namespace) -> int:
     except BookError as e:
         detail = str(e).strip()
         if "\n" in detail: print(detail, file=sys.stderr)         # a LaTeX or cell error: its details first
-        raise UserError(detail.splitlines()[0], "see the details above" if "\n" in detail else "") from e
+        raise UserError(detail.splitlines()[0], "see the details above" if "\n" in detail else "fix it and run llmfs book again") from e
     for w in res.warnings: print(f"llmfs book: warning: {w}", file=sys.stderr)
     print(f"{res.pdf}" + (f" ({res.pages} pages)" if res.pages else ""))
     return 0

@@ -39,11 +39,11 @@ def get_device(prefer: str | None = None) -> torch.device:
     want = prefer or os.environ.get("LLMFS_DEVICE")
     if want:
         try: dev = torch.device(want)
-        except RuntimeError: raise ValueError(f"{want!r} is not a device name (argument or LLMFS_DEVICE); use cpu, cuda or mps.") from None
+        except RuntimeError: raise ValueError(f"{want!r} is not a device name (argument or LLMFS_DEVICE) - use cpu, cuda or mps") from None
         ok = {"cpu": True, "cuda": torch.cuda.is_available(),
               "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
         if not ok.get(dev.type, False):
-            raise ValueError(f"Device {want!r} was asked for (argument or LLMFS_DEVICE) but is not available here; "
+            raise ValueError(f"Device {want!r} was asked for (argument or LLMFS_DEVICE) but is not available here - "
                              f"use one of: {', '.join(k for k, v in ok.items() if v)}.")
         return dev
     if torch.cuda.is_available(): return torch.device("cuda")
@@ -67,7 +67,7 @@ def scale() -> str:
     "The current run scale: `$LLMFS_SCALE` (`test` or `book`), `test` when unset."
     s = os.environ.get("LLMFS_SCALE", "test").strip().lower() or "test"
     if s not in SCALES:
-        raise ValueError(f"LLMFS_SCALE={s!r} is not a scale; set it to one of {SCALES}.")
+        raise ValueError(f"LLMFS_SCALE={s!r} is not a scale - set it to one of {', '.join(SCALES)}")
     return s
 
 def at_scale(test: T, book: T) -> T:

@@ -264,7 +264,8 @@ def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model
     if ckpt.exists():
         try: state = load_checkpoint(ckpt)
         except Exception as e:
-            raise UserError(f"cannot resume: {str(e).strip().splitlines()[0]}",
+            raise UserError(f"cannot resume from {ckpt}: the file is damaged or not a checkpoint of this book "
+                            f"({type(e).__name__})",
                             "start afresh with --overwrite (this deletes the checkpoint) or use another run folder") from e
         check_compatible(state, model_cfg, cfg, data_identity(data))
         model.load_state_dict(state["model"])
@@ -349,7 +350,9 @@ def char_data(path: str | Path, val_fraction: float = 0.1) -> TrainData:
     "The characters of text file `path` as tokens (vocabulary: its distinct characters), split train/val at 1 - val_fraction."
     path = Path(path)
     if not path.is_file(): raise UserError(f"no text file at {path} (for char:PATH data)", "check the path", code=2)
-    text = path.read_text(encoding="utf-8")
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})", "convert it to UTF-8", code=2) from None
     if not text: raise UserError(f"{path} is empty", "give a text file with something to learn from", code=2)
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
@@ -391,7 +394,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     "A run configuration from YAML or JSON: {'preset': NAME, 'model': {...}, 'train': {...}, 'data': SPEC, 'out': DIR}."
     path = Path(path)
     if not path.is_file(): raise UserError(f"no config file at {path}", "check the path", code=2)
-    text = path.read_text(encoding="utf-8")
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})", "save it as UTF-8", code=2) from None
     try:
         if path.suffix == ".json": d = json.loads(text)
         else:
@@ -410,10 +415,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if unknown: raise UserError(f"{path}: unknown sections {unknown}", f"use {', '.join(CONFIG_SECTIONS)}", code=2)
     for k in ("model", "train"):
         if d.get(k) is not None and not isinstance(d[k], dict):
-            raise UserError(f"{path}: section '{k}' must be a mapping of field names to values, got {d[k]!r}", code=2)
+            raise UserError(f"{path}: section '{k}' must be a mapping of field names to values, got {d[k]!r}",
+                            f"write it as '{k}: {{name: value, ...}}'", code=2)
     for k in ("preset", "data", "out"):
         if d.get(k) is not None and not isinstance(d[k], str):
-            raise UserError(f"{path}: '{k}' must be a string, got {d[k]!r}", code=2)
+            raise UserError(f"{path}: '{k}' must be a string, got {d[k]!r}", f"write it as '{k}: TEXT'", code=2)
     return d
 
 PRESETS: dict[str, dict[str, Any]] = {
