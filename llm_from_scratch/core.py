@@ -277,7 +277,7 @@ class Progress:
         if mode not in ("bar", "log", "summary", "none"): raise ValueError(f"unknown progress mode {mode!r}")
         self.total, self.desc, self.unit, self.mode, self.every = total, desc, unit, mode, every
         self.n = self.start_n = initial
-        self.file, self.info = file, {}
+        self.file, self.info, self.shown = file, {}, None
         self.t0 = self.last = time.perf_counter()
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=file) if mode == "bar" else None
 
@@ -303,12 +303,12 @@ class Progress:
         self.n += n
         if self.bar is not None: self.bar.update(n)
         elif self.mode == "log" and time.perf_counter() - self.last >= self.every:
-            self.last = time.perf_counter()
+            self.last, self.shown = time.perf_counter(), self.n
             print(self.line(), file=self.file or sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None: self.bar.close(); self.bar = None
-        elif self.mode in ("log", "summary"): print(self.line(), file=self.file or (sys.stderr if self.mode == "log" else sys.stdout), flush=True)
+        elif self.mode == "summary" or (self.mode == "log" and self.shown != self.n): print(self.line(), file=self.file or (sys.stderr if self.mode == "log" else sys.stdout), flush=True)
         self.mode = "none"
 
     def __enter__(self) -> "Progress": return self
