@@ -291,6 +291,8 @@ class Progress:
         el, r = time.perf_counter() - self.t0, self.rate
         eta = (self.total - self.n) / r if r > 0 else float("nan")
         extra = "".join(f", {k} {v}" for k, v in self.info.items())
+        if self.n == self.start_n:                              # resumed with nothing left to do
+            return f"{self.desc}: {self.n}/{self.total} {self.unit}, nothing left to do" + extra
         return (f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / max(self.total, 1):.0f}%), "
                 f"{r:.3g} {self.unit}/s, {_hms(el)} elapsed" + (f", {_hms(eta)} left" if self.n < self.total and eta == eta else "") + extra)
 

@@ -31,7 +31,8 @@ from .model import GPT, GPTConfig
 __all__ = ['CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_',
            'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity',
            'read_metrics', 'make_optimizer', 'check_data', 'train', 'default_data', 'char_data', 'load_data',
-           'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs']
+           'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'sequence_nll', 'bits_per_byte',
+           'compressor_bpb']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -449,4 +450,45 @@ def preset_configs(name: str, vocab_size: int, model: dict | None = None, train:
     p = PRESETS[name]
     m = GPTConfig.from_dict({"vocab_size": vocab_size, **p["model"], **(model or {})})
     return m, TrainConfig.from_dict({**p["train"], **(train or {})})
+
+
+# %% ../nbs/06_pretraining.ipynb #bd53df86
+@torch.no_grad()
+def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None = None, batch_size: int = 32,
+                 device: torch.device | str = "cpu") -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the ones before it, in windows of
+    `block_size` tokens that advance by `stride` (default half a block); returns (nats, tokens scored)."""
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    n, T = len(ids), block_size
+    stride = stride or max(1, T // 2)
+    if not 1 <= stride <= T: raise ValueError(f"stride must be between 1 and block_size={T}, got {stride}")
+    if n < 2: raise ValueError(f"need at least 2 tokens to score, got {n}")
+    T = min(T, n - 1)
+    stride = min(stride, T)
+    starts = list(range(0, n - 1 - T, stride)) + [n - 1 - T]      # the last window ends at the last token
+    firsts = [0] + [prev + T - s for prev, s in zip(starts, starts[1:])]   # first new target in each window
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        for b in range(0, len(starts), batch_size):
+            s = torch.tensor(starts[b:b + batch_size])
+            rows = ids[s[:, None] + torch.arange(T + 1)].to(device)             # (B, T + 1)
+            logp = model(rows[:, :-1]).float().log_softmax(-1)                   # (B, T, V)
+            nll = -logp.gather(-1, rows[:, 1:, None]).squeeze(-1)                # (B, T)
+            keep = torch.arange(T)[None, :] >= torch.tensor(firsts[b:b + batch_size])[:, None]
+            total += float(nll[keep.to(device)].double().sum())
+    finally:
+        model.train(was_training)
+    return total, n - 1
+
+def bits_per_byte(nats: float, n_bytes: int) -> float:
+    "@eq-bpb: nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per byte."
+    return nats / math.log(2) / n_bytes
+
+def compressor_bpb(data: bytes) -> dict[str, float]:
+    "Bits per byte that gzip -9 and xz -9 achieve on `data` (one stream each)."
+    import gzip, lzma
+    return {"gzip -9": 8 * len(gzip.compress(data, 9)) / len(data),
+            "xz -9": 8 * len(lzma.compress(data, preset=9)) / len(data)}
 
