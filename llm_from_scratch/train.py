@@ -454,11 +454,11 @@ def preset_configs(name: str, vocab_size: int, model: dict | None = None, train:
 
 # %% ../nbs/06_pretraining.ipynb #bd53df86
 @torch.no_grad()
-def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None = None, batch_size: int = 32,
+def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None = None, batch_size: int = 64,
                  device: torch.device | str = "cpu") -> tuple[float, int]:
     """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the ones before it, in windows of
     `block_size` tokens that advance by `stride` (default half a block); returns (nats, tokens scored)."""
-    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    ids = torch.from_numpy(np.array(ids, dtype=np.int64))                   # a copy: shards are read-only maps
     n, T = len(ids), block_size
     stride = stride or max(1, T // 2)
     if not 1 <= stride <= T: raise ValueError(f"stride must be between 1 and block_size={T}, got {stride}")
@@ -474,10 +474,12 @@ def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None
         for b in range(0, len(starts), batch_size):
             s = torch.tensor(starts[b:b + batch_size])
             rows = ids[s[:, None] + torch.arange(T + 1)].to(device)             # (B, T + 1)
-            logp = model(rows[:, :-1]).float().log_softmax(-1)                   # (B, T, V)
-            nll = -logp.gather(-1, rows[:, 1:, None]).squeeze(-1)                # (B, T)
-            keep = torch.arange(T)[None, :] >= torch.tensor(firsts[b:b + batch_size])[:, None]
-            total += float(nll[keep.to(device)].double().sum())
+            first = torch.tensor(firsts[b:b + batch_size])
+            f0 = int(first.min())                                                # positions before f0: scored already
+            logp = model(rows[:, :-1])[:, f0:].float().log_softmax(-1)           # (B, T - f0, V)
+            nll = -logp.gather(-1, rows[:, f0 + 1:, None]).squeeze(-1)           # (B, T - f0)
+            keep = (torch.arange(f0, T)[None, :] >= first[:, None]).to(device)
+            total += float(nll[keep].double().sum())
     finally:
         model.train(was_training)
     return total, n - 1
