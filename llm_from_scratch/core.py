@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 T = TypeVar("T")
 C = TypeVar("C")
