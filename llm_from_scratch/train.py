@@ -458,7 +458,7 @@ def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None
                  device: torch.device | str = "cpu") -> tuple[float, int]:
     """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the ones before it, in windows of
     `block_size` tokens that advance by `stride` (default half a block); returns (nats, tokens scored)."""
-    ids = torch.from_numpy(np.array(ids, dtype=np.int64))                   # a copy: shards are read-only maps
+    ids = torch.from_numpy(np.asarray(ids).astype(np.int64))                # a copy: shards are read-only maps
     n, T = len(ids), block_size
     stride = stride or max(1, T // 2)
     if not 1 <= stride <= T: raise ValueError(f"stride must be between 1 and block_size={T}, got {stride}")
