@@ -115,12 +115,13 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], del
 
 # %% ../nbs/07_scaling_laws.ipynb #6b70b43e
 def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> tuple[float, float]:
-    "The minimum (N*, L*) of a parabola fitted to loss against log N at one budget (the vertex, or the best run if the parabola opens downwards)."
+    """The minimum (N*, L*) of a parabola fitted to loss against log N at one budget: its vertex, or the best run when
+    the parabola opens downwards or its vertex lies outside the sizes tried (the profile does not bracket the minimum)."""
     x, y = np.log(np.asarray(N, dtype=float)), np.asarray(L, dtype=float)
     if len(set(x.tolist())) < 3: raise ValueError(f"a parabola needs at least 3 model sizes per budget, got {len(set(x.tolist()))}")
     c2, c1, c0 = np.polyfit(x, y, 2)
-    if c2 <= 0: i = int(np.argmin(y)); return float(np.exp(x[i])), float(y[i])
-    xv = -c1 / (2 * c2)
+    xv = -c1 / (2 * c2) if c2 > 0 else np.inf
+    if not x.min() <= xv <= x.max(): i = int(np.argmin(y)); return float(np.exp(x[i])), float(y[i])
     return float(np.exp(xv)), float(c0 - c1 ** 2 / (4 * c2))
 
 def power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
