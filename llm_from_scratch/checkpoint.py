@@ -65,14 +65,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def check_compatible(state: dict[str, Any], model_cfg: Config, cfg: Config, data_id: dict[str, Any]) -> None:
     "Refuse (a `UserError` naming the fields) to resume from a checkpoint written by a different model, run or dataset."
-    problems = []
-    now_model, now_train = model_cfg.to_dict(), cfg.to_dict()
-    for k, then in state["model_config"].items():
-        if now_model.get(k) != then: problems.append(f"model.{k}: checkpoint {then!r}, now {now_model.get(k)!r}")
-    for k, then in state["train_config"].items():
-        if k not in RESUME_FREE and now_train.get(k) != then: problems.append(f"train.{k}: checkpoint {then!r}, now {now_train.get(k)!r}")
-    for k, then in state["data"]["id"].items():
-        if data_id.get(k) != then: problems.append(f"data.{k}: checkpoint {then!r}, now {data_id.get(k)!r}")
+    def changed(section: str, then: dict, now: dict, free: tuple = ()) -> list[str]:
+        return [f"{section}.{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in then.items()
+                if k not in free and now.get(k) != v]
+    problems = (changed("model", state["model_config"], model_cfg.to_dict())
+                + changed("train", state["train_config"], cfg.to_dict(), RESUME_FREE)
+                + changed("data", state["data"]["id"], data_id))
     if problems:
         raise UserError("the run folder's checkpoint was written by a different configuration: " + "; ".join(problems),
                         "use the same configuration, another run folder, or --overwrite to start afresh")

@@ -16,6 +16,7 @@ import sys
 import time
 import typing
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
@@ -175,15 +176,22 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
     if create: p.mkdir(parents=True, exist_ok=True)
     return p
 
-def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False) -> Path:
-    "Path of cache artefact `name`; when missing (or `rebuild`), `build(tmp_path)` writes it first, then it is moved into place."
+def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False,
+           check: Callable[[Path], str | None] | None = None, redo: str = "building it again") -> Path:
+    """Path of cache artefact `name`; when missing (or `rebuild`), `build(tmp_path)` writes it first, then it is moved
+    into place. `check(path)` says what is wrong with an artefact (None: intact): a damaged one is built again with a
+    warning that ends in `redo`, and one that is damaged right after it was built is a `UserError`."""
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
         raise ValueError(f"cache artefact names are relative paths inside the cache, got {name!r}")
     dst = cache_dir() / name
-    if dst.exists() and not rebuild: return dst
-    with atomic_path(dst) as tmp:
-        build(tmp)
-        if not tmp.exists(): raise RuntimeError(f"the builder for cache artefact {name!r} did not write anything")
+    if dst.exists() and not rebuild:
+        damage = check(dst) if check else None
+        if damage is None: return dst
+        warnings.warn(f"the cached {name} is damaged ({damage}); {redo}", stacklevel=2)
+    with atomic_path(dst) as tmp: build(tmp)
+    if check and (damage := check(dst)):
+        raise UserError(f"the cached {name} is damaged right after it was built: {damage}",
+                        "check the disk and the cache folder")
     return dst
 
 

@@ -23,7 +23,6 @@ import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -173,10 +172,9 @@ def download(url: str, sha256: str, name: str | None = None, opener: Callable[..
         if h.hexdigest() != sha256:
             raise ChecksumError(f"sha256 of {url} is {h.hexdigest()}, expected {sha256}: the file changed upstream or "
                                 f"the transfer was corrupted, so it was not cached. Check the URL and the expected checksum.")
-    path = cached(f"downloads/{name}", build)
-    if sha256_file(path) != sha256:  # a cached file damaged since: fetch it again
-        path = cached(f"downloads/{name}", build, rebuild=True)
-    return path
+    def check(p: Path) -> str | None:                # a cached file damaged since: fetch it again
+        return None if sha256_file(p) == sha256 else "its sha256 differs from the expected one"
+    return cached(f"downloads/{name}", build, check=check, redo="fetching it again")
 
 def chunk_text(text: str, max_chars: int = 4000) -> list[str]:
     "Cut a long text into pieces of at most about `max_chars`, at blank lines (paragraphs) where possible."
@@ -712,15 +710,7 @@ def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1, rebuild: bool
     if max_bytes == -1: max_bytes = default_max_bytes(source)
     name = _corpus_name(source, max_bytes)
     def build(p: Path) -> None: build_corpus(p, source, max_bytes, progress)
-    path = cached(name, build, rebuild)
-    if damage := corpus_damage(path):
-        if rebuild: raise UserError(f"the corpus just curated is damaged: {damage}", "check the disk and the cache folder")
-        warnings.warn(f"the cached corpus is damaged ({damage}); curating it again", stacklevel=2)
-        path = cached(name, build, rebuild=True)
-        if damage := corpus_damage(path):
-            raise UserError(f"the corpus is damaged even after curating it again: {damage}",
-                            "check the disk and the cache folder")
-    return path
+    return cached(name, build, rebuild, check=corpus_damage, redo="curating it again")
 
 def _check_split(split: str) -> None:
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
@@ -255,20 +254,17 @@ def default_token_shards(split: str = "train", rebuild: bool = False, progress: 
     from llm_from_scratch.tokenizer import default_tokenizer
     tok = default_tokenizer()
     name = f"{split}-{_tokenizer_fingerprint(tok)}-{corpus_checksum(split)[:10]}"
-    def build(tmp: Path, fresh: bool) -> None:
+    fresh = [rebuild]                                            # a damaged cached folder is tokenised afresh too
+    def build(tmp: Path) -> None:
         work = cache_dir("tokens") / f".{name}.partial"          # fixed name: an interrupted build resumes here
         write_shards(iter_texts(split), _plain_encoder(tok), tok.eot_id, work, shard_tokens=at_scale(2**20, 2**22),
-                     vocab_size=tok.vocab_size, overwrite=fresh, progress=progress, desc=f"tokenising {split}")
+                     vocab_size=tok.vocab_size, overwrite=fresh[0], progress=progress, desc=f"tokenising {split}")
         os.replace(work, tmp)
-    path = cached(f"tokens/{name}", lambda tmp: build(tmp, rebuild), rebuild=rebuild)
-    if damage := shards_damage(path):
-        if rebuild: raise UserError(f"the shards just written are damaged: {damage}", "check the disk and the cache folder")
-        warnings.warn(f"the cached token shards are damaged ({damage}); tokenising again", stacklevel=2)
-        path = cached(f"tokens/{name}", lambda tmp: build(tmp, True), rebuild=True)
-        if damage := shards_damage(path):
-            raise UserError(f"the token shards are damaged even after writing them again: {damage}",
-                            "check the disk and the cache folder")
-    return path
+    def check(p: Path) -> str | None:
+        damage = shards_damage(p)
+        fresh[0] = fresh[0] or damage is not None
+        return damage
+    return cached(f"tokens/{name}", build, rebuild, check=check, redo="tokenising again")
 
 # %% ../nbs/03_dataloader.ipynb #aa9b4966
 TokenSource = Union["TokenShards", np.ndarray, Tensor]

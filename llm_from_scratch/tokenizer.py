@@ -636,12 +636,13 @@ def default_tokenizer(vocab_size: int | None = None, rebuild: bool = False) -> B
     max_chars = at_scale(test=3_000_000, book=None)
     def build(tmp: Path) -> None:
         BPETokenizer.train(_training_texts(max_chars), vocab_size, special_tokens=[EOT]).save(tmp)
-    name = f"tokenizer/stdlib-bpe-{vocab_size}-v2.json"
-    try: return BPETokenizer.load(cached(name, build, rebuild=rebuild))
-    except UserError as e:
-        if rebuild: raise
-        warnings.warn(f"{e.what}; training the tokenizer again")
-    return BPETokenizer.load(cached(name, build, rebuild=True))
+    loaded: list[BPETokenizer] = []
+    def check(p: Path) -> str | None:                # an unreadable cached file is trained again
+        try: loaded.append(BPETokenizer.load(p))
+        except UserError as e: return e.what
+        return None
+    cached(f"tokenizer/stdlib-bpe-{vocab_size}-v2.json", build, rebuild, check=check, redo="training the tokenizer again")
+    return loaded[-1]
 
 # %% ../nbs/02_tokenizer.ipynb #4fc3274c
 @patch
