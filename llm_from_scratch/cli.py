@@ -22,7 +22,7 @@ from .core import SCALES, UserError, cache_dir, get_device, scale
 
 # %% auto #0
 __all__ = ['COMMANDS', 'explain', 'Parser', 'HelpFormatter', 'command', 'build_parser', 'settings', 'main', 'info', 'data',
-           'tokenizer', 'shards', 'train', 'book']
+           'tokenizer', 'shards', 'train', 'plan', 'book']
 
 # %% ../nbs/15_cli.ipynb #e3fa8b23
 def _one_line(s: str) -> str: return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
@@ -331,6 +331,24 @@ def train(args: argparse.Namespace) -> int:
         print("sample:\n" + data.decode(ids))
     return 0
 
+
+# %% ../nbs/15_cli.ipynb #eb69830d
+@command("plan", "Plan a model for a compute budget with chapter 7's fitted scaling law.")
+def _plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("budget", help="FLOPs (3e14) or time on this machine (20min, 1.5h, 90s)")
+    p.set_defaults(func=plan)
+
+def plan(args: argparse.Namespace) -> int:
+    "The `llmfs plan` command: the planner's choice, predicted loss and expected time for a budget."
+    from llm_from_scratch.scaling import plan_budget
+    p = plan_budget(args.budget)
+    c, (lo, hi) = p["cfg"], p["interval"]
+    print(f"budget {p['budget']:.3g} FLOPs at {p['flops_per_s'] / 1e9:.0f} GFLOP/s measured now")
+    print(f"model: {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads, block {c.block_size}: {p['N']:,} parameters")
+    print(f"data: {p['D']:,} tokens = {p['steps']:,} steps of {p['batch_size']} x {c.block_size}"
+          + (f" ({p['epochs']:.2f} passes over the training split)" if p["epochs"] else ""))
+    print(f"predicted validation loss {p['L']:.3f} (95% interval {lo:.3f} to {hi:.3f}); expected time {p['seconds'] / 60:.1f} min")
+    return 0
 
 # %% ../nbs/15_cli.ipynb #f1357ef2
 @command("book", "Build the PDF book from the notebooks (see the appendix).")

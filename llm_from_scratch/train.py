@@ -8,6 +8,7 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/pretraining.html
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -22,17 +23,13 @@ import torch.nn.functional as F
 
 from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from .core import (Config, Progress, UserError, atomic_write, folder_lock, get_device, scale,
-                                   seed_everything)
+from .core import (Config, Progress, UserError, atomic_write, cache_dir, cached, folder_lock, get_device,
+                                   scale, seed_everything)
 from .dataloader import random_batch
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_',
-           'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity',
-           'read_metrics', 'make_optimizer', 'check_data', 'train', 'default_data', 'char_data', 'load_data',
-           'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'sequence_nll', 'bits_per_byte',
-           'compressor_bpb']
+__all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -79,21 +76,24 @@ class AdamW(torch.optim.Optimizer):
         loss = None
         if closure is not None:
             with torch.enable_grad(): loss = closure()
-        for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            by_step: dict[int, list[torch.Tensor]] = {}
-            for p in group["params"]:
-                if p.grad is None: continue
-                st = self.state[p]
-                if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-                st["step"] += 1
-                by_step.setdefault(st["step"], []).append(p)
-            for t, ps in by_step.items():
-                ms, vs = [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
-                if group["foreach"]: self._update_foreach(ps, ms, vs, t, lr, b1, b2, eps, wd)
-                else:
-                    for p, m, v in zip(ps, ms, vs): self._update(p, m, v, t, lr, b1, b2, eps, wd)
+        for group in self.param_groups: self._step_group(group)
         return loss
+
+    def _step_group(self, group: dict) -> None:
+        "One AdamW step for the tensors of `group` (a subclass may treat some groups differently)."
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        by_step: dict[int, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None: continue
+            st = self.state[p]
+            if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            st["step"] += 1
+            by_step.setdefault(st["step"], []).append(p)
+        for t, ps in by_step.items():
+            ms, vs = [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
+            if group["foreach"]: self._update_foreach(ps, ms, vs, t, lr, b1, b2, eps, wd)
+            else:
+                for p, m, v in zip(ps, ms, vs): self._update(p, m, v, t, lr, b1, b2, eps, wd)
 
 # %% ../nbs/06_pretraining.ipynb #b2ca3fb5
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -137,6 +137,13 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 # %% ../nbs/06_pretraining.ipynb #cabbe96b
+def _adamw(model: nn.Module, cfg: TrainConfig, cls: type = AdamW) -> torch.optim.Optimizer:
+    return cls(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+# name -> function(model, cfg) that builds the optimiser; chapter 7 adds "muon"
+OPTIMIZERS: dict[str, Callable[[nn.Module, "TrainConfig"], torch.optim.Optimizer]] = {
+    "adamw": _adamw, "torch": lambda model, cfg: _adamw(model, cfg, torch.optim.AdamW)}
+
 @dataclass
 class TrainConfig(Config):
     "The settings of a training run (the model's shape is a separate GPTConfig)."
@@ -151,7 +158,9 @@ class TrainConfig(Config):
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0       # 0 disables clipping
-    optimizer: str = "adamw"     # "adamw" (this chapter's) or "torch" (torch.optim.AdamW)
+    optimizer: str = "adamw"     # a key of OPTIMIZERS: "adamw" (this chapter's), "torch" (torch.optim.AdamW), "muon" (chapter 7)
+    muon_lr: float = 0.02        # chapter 7's Muon: peak learning rate of the matrices (the schedule scales it like lr)
+    muon_momentum: float = 0.95
     eval_interval: int = 50
     eval_batches: int = 10
     ckpt_interval: int = 50      # 0: checkpoint only at the end
@@ -166,7 +175,7 @@ class TrainConfig(Config):
             if getattr(self, k) < 1: raise ValueError(f"TrainConfig.{k} must be >= 1, got {getattr(self, k)}")
         for k in ("warmup_steps", "ckpt_interval", "threads", "lr", "weight_decay", "grad_clip"):
             if getattr(self, k) < 0: raise ValueError(f"TrainConfig.{k} must be >= 0, got {getattr(self, k)}")
-        if self.optimizer not in ("adamw", "torch"): raise ValueError(f"optimizer must be 'adamw' or 'torch', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.min_lr > self.lr: raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}")
 
 
@@ -222,10 +231,13 @@ def _truncate_log(path: Path, step: int) -> None:
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    "This chapter's AdamW (or torch's, `cfg.optimizer='torch'`) over `param_groups(model)`."
-    groups = param_groups(model, cfg.weight_decay)
-    kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    return AdamW(groups, **kw) if cfg.optimizer == "adamw" else torch.optim.AdamW(groups, **kw)
+    "The optimiser `cfg.optimizer` names: this chapter's AdamW by default, over `param_groups(model)`."
+    return OPTIMIZERS[cfg.optimizer](model, cfg)
+
+def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData) -> Path:
+    "A run's folder in the artefact cache: `prefix` and a hash of everything that fixes the run, so a rerun finds it."
+    key = json.dumps([CKPT_FORMAT, model_cfg.to_dict(), cfg.to_dict(), data.name])
+    return cache_dir("runs", f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:8]}")
 
 def check_data(data: TrainData, block_size: int) -> None:
     "Refuse, before any step, data whose train or validation split is too short for one window of `block_size` + 1 tokens."
@@ -297,7 +309,7 @@ def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model
     t0, steps0, val, eval_s = time.perf_counter(), step, None, 0.0
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-        for g in opt.param_groups: g["lr"] = lr
+        for g in opt.param_groups: g["lr"] = lr * g.get("lr_scale", 1.0)   # a group may scale the schedule
         loss = 0.0
         for _ in range(accum):
             x, y = random_batch(data.train, B, T, data_gen, device)
@@ -428,7 +440,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "model": dict(block_size=64, n_layer=2, n_head=4, n_embd=64),
              "train": dict(batch_size=16, max_steps=300, lr=2e-3, min_lr=2e-4, warmup_steps=20, eval_interval=100,
                            eval_batches=4, ckpt_interval=100)},
-    "book": {"about": "chapter 6's model, 4 layers x 128 wide, 600 steps: minutes on a laptop CPU",
+    "small": {"about": "chapter 6's model, 4 layers x 128 wide, 600 steps: minutes on a laptop CPU",
              "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
              "train": dict(batch_size=16, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_interval=50,
                            eval_batches=20, ckpt_interval=100)},
@@ -448,6 +460,7 @@ def preset_configs(name: str, vocab_size: int, model: dict | None = None, train:
     "The model and run configs of preset `name` for a vocabulary of `vocab_size`, with `model` and `train` overrides."
     if name not in PRESETS: raise UserError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}", code=2)
     p = PRESETS[name]
+    if "load" in p: p = p["load"]()                  # a preset computed on first use (chapter 7's base model)
     m = GPTConfig.from_dict({"vocab_size": vocab_size, **p["model"], **(model or {})})
     return m, TrainConfig.from_dict({**p["train"], **(train or {})})
 
@@ -488,9 +501,88 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
     "@eq-bpb: nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per byte."
     return nats / math.log(2) / n_bytes
 
+def weights_digest(model: nn.Module) -> str:
+    "sha256 of a model's parameters and buffers (names, shapes, dtypes and values): the identity of a trained model."
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+def heldout_bpb(model: GPT, batch_size: int = 64) -> dict[str, float]:
+    """@eq-bpb of `model` on the book's held-out split (chapter 1's val split concatenated, chapter 3's tokens), in windows
+    of the model's block advancing by half a block. Cached by the weights and the split, so each model is scored once."""
+    from llm_from_scratch.data import corpus_checksum, iter_texts
+    name = f"scores/heldout-{weights_digest(model)[:16]}-{corpus_checksum('val')[:12]}.json"
+    def build(tmp: Path) -> None:
+        n_bytes = sum(len(t.encode("utf-8")) for t in iter_texts("val"))
+        nats, n_tok = sequence_nll(model, default_data().val, model.cfg.block_size, batch_size=batch_size)
+        tmp.write_text(json.dumps({"bpb": bits_per_byte(nats, n_bytes), "nats": nats, "tokens": n_tok, "bytes": n_bytes}))
+    return json.loads(cached(name, build).read_text())
+
 def compressor_bpb(data: bytes) -> dict[str, float]:
     "Bits per byte that gzip -9 and xz -9 achieve on `data` (one stream each)."
     import gzip, lzma
     return {"gzip -9": 8 * len(gzip.compress(data, 9)) / len(data),
             "xz -9": 8 * len(lzma.compress(data, preset=9)) / len(data)}
 
+
+# %% ../nbs/07_scaling_laws.ipynb #3c4743eb
+def orthogonalize(G: torch.Tensor, steps: int = 5, coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+                  eps: float = 1e-7) -> torch.Tensor:
+    "About U V^T for G = U S V^T: `steps` iterations of @eq-newton-schulz from G scaled to singular values <= 1."
+    X = G.to(torch.promote_types(G.dtype, torch.float32))   # float32, or float64 for the tests
+    tall = X.shape[-2] > X.shape[-1]
+    if tall: X = X.mT                                  # iterate on the wide side: X X^T is the smaller Gram matrix
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)   # Frobenius norm >= largest singular value
+    a, b, c = coeffs
+    for _ in range(steps):
+        A = X @ X.mT                                   # (r, r), r = min(rows, cols)
+        X = a * X + (b * A + c * A @ A) @ X            # each singular value s -> a s + b s^3 + c s^5
+    return (X.mT if tall else X).to(G.dtype)
+
+class Muon(AdamW):
+    """Muon (@eq-muon) for the parameter groups marked `muon=True` (2-D weight matrices), this book's AdamW for the
+    others. Muon groups take `lr`, `momentum`, `weight_decay`, `nesterov` and `ns_steps`."""
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):
+        if not 0.0 <= momentum < 1.0: raise ValueError(f"Muon needs momentum in [0, 1), got {momentum}")
+        super().__init__(params, lr, betas, eps, weight_decay)
+        for g in self.param_groups:
+            g.setdefault("muon", False); g.setdefault("momentum", momentum)
+            g.setdefault("nesterov", nesterov); g.setdefault("ns_steps", ns_steps)
+            if g["muon"] and any(p.dim() != 2 for p in g["params"]):
+                raise ValueError("Muon groups hold 2-D weight matrices only")
+
+    def _step_group(self, group: dict) -> None:
+        if not group["muon"]: return super()._step_group(group)
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        for p in group["params"]:
+            if p.grad is None: continue
+            st = self.state[p]
+            if not st: st["momentum_buffer"] = torch.zeros_like(p)
+            m = st["momentum_buffer"].lerp_(p.grad, 1 - mu)              # M = mu M + (1 - mu) G
+            g = p.grad.lerp(m, mu) if group["nesterov"] else m           # Nesterov: (1 - mu) G + mu M
+            p.mul_(1 - lr * wd)
+            p.add_(orthogonalize(g, group["ns_steps"]), alpha=-lr * max(1.0, p.shape[0] / p.shape[1]) ** 0.5)
+
+def _muon(model: nn.Module, cfg: TrainConfig) -> Muon:
+    "Muon for the 2-D weights inside the blocks (at `cfg.muon_lr`); AdamW at `cfg.lr` for embeddings, head and vectors."
+    inner = {id(p) for b in model.blocks for p in b.parameters() if p.dim() == 2}
+    groups = [{**g, "params": [p for p in g["params"] if id(p) not in inner]} for g in param_groups(model, cfg.weight_decay)]
+    matrices = [p for p in model.parameters() if id(p) in inner]
+    groups.append({"params": matrices, "muon": True, "lr": cfg.muon_lr, "lr_scale": cfg.muon_lr / cfg.lr if cfg.lr else 0.0,
+                   "weight_decay": 0.0})                  # no decay on the orthogonalised matrices in runs this short
+    return Muon([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                momentum=cfg.muon_momentum)
+
+OPTIMIZERS["muon"] = _muon
+
+
+# %% ../nbs/07_scaling_laws.ipynb #23039d79
+def _book_preset() -> dict[str, dict]:
+    from llm_from_scratch.scaling import base_plan       # chapter 7 plans it (and caches the plan) on first use
+    plan = base_plan()
+    return {"model": {k: v for k, v in plan["model"].items() if k != "vocab_size"}, "train": plan["train"]}
+
+PRESETS["book"] = {"about": "the book's base model (chapter 7): the recipe, shape and tokens planned for 20 minutes of "
+                            "this machine (the first use runs the planning sweep, a few minutes)", "load": _book_preset}

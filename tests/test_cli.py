@@ -51,7 +51,7 @@ def test_console_script_is_installed():
     assert r.returncode == 0 and "scale:" in r.stdout
 
 
-@pytest.mark.parametrize("cmd", ["data", "tokenizer", "shards", "train", "book", "info"])
+@pytest.mark.parametrize("cmd", ["data", "tokenizer", "shards", "train", "plan", "book", "info"])
 def test_sub_command_help(cmd):
     r = subprocess.run([*LLMFS, cmd, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage:" in r.stdout.lower()
@@ -59,10 +59,26 @@ def test_sub_command_help(cmd):
 
 def test_train_help_shows_every_default():
     r = subprocess.run([*LLMFS, "train", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "--preset {book,gpt2,tiny}" in r.stdout
+    assert r.returncode == 0 and "--preset {book,gpt2,small,tiny}" in r.stdout
     text = " ".join(r.stdout.split())
     assert "default for this scale and device: tiny" in text and "(default: None)" not in text
     for flag, shown in (("--n-layer VALUE", "default: 2"), ("--lr VALUE", "default: 0.002"), ("--max-steps VALUE", "default: 300"),
                         ("--bias VALUE", "default: True"), ("--log-every LOG_EVERY", "(default: 10.0)")):
         after = text[text.index("options:"):]
         assert shown in after[after.index(flag):][:120], (flag, after[after.index(flag):][:120])
+
+
+@pytest.mark.parametrize("budget, words", [("0", "positive"), ("-1e14", "positive"), ("twenty", "cannot read"),
+                                           ("3 parsecs", "unknown unit")])
+def test_plan_refuses_bad_budgets_before_any_work(budget, words):
+    "A malformed or non-positive budget is refused by parse_budget, before the planner trains or measures anything."
+    r = subprocess.run([*LLMFS, "plan", "--", budget], capture_output=True, text=True)   # "--": -1e14 is no option
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("budget, words", [("1e40", "years"), ("1e3", "too small")])
+def test_plan_refuses_unusable_budgets(budget, words):
+    "Absurdly large and too-small budgets are refused in one line (the test-scale plan is built on first use)."
+    r = subprocess.run([*LLMFS, "plan", budget], capture_output=True, text=True, env={**__import__("os").environ,
+                       "LLMFS_SCALE": "test"})
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
