@@ -219,17 +219,21 @@ RECIPE_CHANGES: list[tuple[str, dict, dict]] = [          # (name, model setting
 
 def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path, lrs: Sequence[float] = (4e-3, 8e-3),
                  block_size: int = 256, batch_size: int = 8, min_gain: float = 0.01, max_slowdown: float = 0.15,
-                 progress: bool | str = True) -> tuple[list[dict], dict]:
-    """Start from `GPT2_RECIPE`, try each learning rate of `lrs`, then each of `RECIPE_CHANGES`, every run spending
+                 speed_geometry: tuple[int, int] | None = None, progress: bool | str = True) -> tuple[list[dict], dict]:
+    """Start from `GPT2_RECIPE`, try each learning rate of `lrs`, then each of `RECIPE_CHANGES`, then the learning rates
+    again (the best rate depends on the optimiser and the architecture), every run spending
     `flops` FLOPs on a model of `shape`; keep a change if it lowers the validation loss by more than `min_gain` and slows
-    training (tokens/s measured in alternating rounds) by at most `max_slowdown`. Returns the rows and the final recipe."""
+    training (tokens/s measured in alternating rounds, with batches of `speed_geometry` = (batch_size, block_size) when
+    given: the speed of the run the recipe is for) by at most `max_slowdown`. Returns the rows and the final recipe."""
     from llm_from_scratch.core import Progress
-    trials_key = [data.name, shape, flops, list(lrs), block_size, batch_size, min_gain, max_slowdown, GPT2_RECIPE, RECIPE_CHANGES]
+    retune = [(f"learning rate {lr:g}, again", {}, {"lr": lr}) for lr in lrs]   # the optimiser changed: tune again
+    trials = [("GPT-2 recipe", {}, {})] + [(f"learning rate {lr:g}", {}, {"lr": lr}) for lr in lrs] + RECIPE_CHANGES + retune
+    trials_key = [data.name, shape, flops, list(lrs), block_size, batch_size, min_gain, max_slowdown, speed_geometry,
+                  GPT2_RECIPE, trials]
     saved = Path(out_dir) / f"study-{hashlib.sha1(json.dumps(trials_key).encode()).hexdigest()[:10]}.json"
     if saved.exists():                                   # the decision is made once: its timings are not re-measured
         study = json.loads(saved.read_text())
         return study["rows"], study["recipe"]
-    trials = [("GPT-2 recipe", {}, {})] + [(f"learning rate {lr:g}", {}, {"lr": lr}) for lr in lrs] + RECIPE_CHANGES
     recipe, best, rows = {"model": dict(GPT2_RECIPE["model"]), "train": dict(GPT2_RECIPE["train"])}, None, []
     with Progress(len(trials), "recipe study", unit="run", mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
         for name, m, t in trials:
@@ -237,13 +241,15 @@ def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path, lrs:
             cfg, _ = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size, 1, block_size, batch_size)
             cfg, tcfg = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size,
                                    flops / flops_per_token(cfg)["train"], block_size, batch_size)
-            res = cached_run(cfg, tcfg, data, out_dir, name.split(",")[0].replace(" ", "-"))
+            res = cached_run(cfg, tcfg, data, out_dir, name.replace(",", "").replace(" ", "-"))
             row = {"change": name, "N": param_counts(cfg)["with embeddings"],
                    "D": tcfg.max_steps * batch_size * block_size, "L": res["L"], "seconds": res["seconds"],
                    "lr": tcfg.lr, "cfg": cfg, "tcfg": tcfg}
             if best is None: row["kept"] = True
             else:
-                speeds = measure_throughput([(best["cfg"], best["tcfg"]), (cfg, tcfg)], data)
+                B, T = speed_geometry or (batch_size, block_size)
+                speeds = measure_throughput([(dataclasses.replace(c, block_size=T), dataclasses.replace(t, batch_size=B))
+                                             for c, t in ((best["cfg"], best["tcfg"]), (cfg, tcfg))], data)
                 row["tok_per_s"], row["slowdown"] = speeds[1], 1 - speeds[1] / speeds[0]
                 row["kept"] = res["L"] < best["L"] - min_gain and row["slowdown"] <= max_slowdown
             if row["kept"]: recipe, best = cand, row
@@ -323,10 +329,12 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict, block_size: int = 256, batch_size: int = 8,
                flops: float | None = None, seconds: float | None = None, shapes: Sequence[dict] = PLANNER_SHAPES,
-               train_tokens: int | None = None, min_steps: int = 50) -> dict[str, Any]:
+               train_tokens: int | None = None, max_epochs: float = 1.0, min_steps: int = 50) -> dict[str, Any]:
     """The compute-optimal run for a budget of `flops` FLOPs or `seconds` on a machine doing `flops_per_s` training FLOPs
     per second: of the `shapes` (with the `model` recipe), the one whose fitted loss `law(N, D)` is lowest when it trains
-    on the D tokens that spend the budget. Returns the config, N, D, steps, predicted loss, FLOPs and expected seconds."""
+    on the D tokens that spend the budget, and sees the `train_tokens` of the training split at most `max_epochs` times
+    (the law was fitted on runs that never repeat data). Returns the config, N, D, steps, predicted loss, FLOPs and
+    expected seconds."""
     if (flops is None) == (seconds is None): raise ValueError("give exactly one of flops= and seconds=")
     for name, v in (("FLOPs", flops), ("seconds", seconds)):
         if v is not None and not (math.isfinite(v) and v > 0):
@@ -340,9 +348,12 @@ def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict, b
         cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**model, **shape})
         per_token = flops_per_token(cfg)["train"]
         steps = int(C // (per_token * batch_size * block_size))
-        if steps < min_steps: continue
         N, D = param_counts(cfg)["with embeddings"], steps * batch_size * block_size
+        if steps < min_steps or (train_tokens and D > max_epochs * train_tokens): continue
         options.append({"cfg": cfg, "N": N, "D": D, "steps": steps, "L": float(law(N, D)), "flops": steps * batch_size * block_size * per_token})
+    if not options and train_tokens and steps >= min_steps:     # even the largest shape would repeat the data
+        raise UserError(f"a budget of {C:.3g} FLOPs needs more than {max_epochs:g} pass(es) over the {train_tokens:,} training "
+                        "tokens for every model shape considered", "give a smaller budget or enlarge the corpus", code=2)
     if not options:
         smallest = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**model, **shapes[0]})
         need = min_steps * batch_size * block_size * flops_per_token(smallest)["train"]
@@ -390,7 +401,8 @@ def base_plan(progress: bool | str = True) -> dict[str, Any]:
     def build(tmp: Path) -> None:
         s, data = BASE_SETUP[scale()], default_data()
         rows, recipe = recipe_study(data, s["recipe_shape"], s["recipe_flops"], cache_dir("runs", "ch07-recipe"), s["lrs"],
-                                    s["block_size"], s["batch_size"], progress=progress)
+                                    s["block_size"], s["batch_size"], speed_geometry=(s["base_batch_size"], s["base_block_size"]),
+                                    progress=progress)
         sweep = sweep_plan(s["budgets"], s["sweep_shapes"], data.vocab_size, s["block_size"], s["batch_size"], recipe["model"])
         runs = run_sweep(sweep, data, cache_dir("runs", "ch07-isoflop"), s["batch_size"], recipe["train"], progress)
         law = fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs], [r["L"] for r in runs])

@@ -121,14 +121,16 @@ def _same(a: dict, b: dict) -> bool:
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
-def test_stop_and_resume_bitwise(tmp_path):
-    corpus = _corpus(tmp_path)
-    ref = subprocess.run(_cmd(corpus, tmp_path / "ref", 30), env=ENV, capture_output=True, text=True)
+@pytest.mark.parametrize("opt", ["adamw", "muon"])
+def test_stop_and_resume_bitwise(tmp_path, opt):
+    "Killed after step 13 and resumed from step 10's checkpoint = never stopped, for AdamW and for chapter 7's Muon."
+    corpus, o = _corpus(tmp_path), ("--optimizer", opt)
+    ref = subprocess.run(_cmd(corpus, tmp_path / "ref", 30, *o), env=ENV, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
-    r1 = subprocess.run(_cmd(corpus, tmp_path / "run", 30, "--stop-after", "13"), env=ENV, capture_output=True, text=True)
+    r1 = subprocess.run(_cmd(corpus, tmp_path / "run", 30, "--stop-after", "13", *o), env=ENV, capture_output=True, text=True)
     assert r1.returncode == 3, r1.stderr                        # os._exit: no final checkpoint
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["step"] == 10
-    r2 = subprocess.run(_cmd(corpus, tmp_path / "run", 30), env=ENV, capture_output=True, text=True)
+    r2 = subprocess.run(_cmd(corpus, tmp_path / "run", 30, *o), env=ENV, capture_output=True, text=True)
     assert r2.returncode == 0, r2.stderr
     assert _same(_weights(tmp_path / "ref"), _weights(tmp_path / "run"))
     assert [r["loss"] for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")] == \
