@@ -14,8 +14,9 @@ nanoGPT's val loss, 1.8857.
 
 Runs (0) the reference, (1) the book's GPT-2 architecture and recipe, (2) the same architecture with the learning
 rate tuned (`--tuned-lr`), (3) the book's modern recipe (RMSNorm, SwiGLU, RoPE, QK-norm and a higher learning rate)
-for as many steps as fit in run (1)'s wall-clock time, (4) chapter 7's recipe (the modern architecture with Muon for the
-matrices, `--muon-lr`) for as many steps as fit in the reference's wall-clock time of the same invocation: the goal is a
+for as many steps as fit in run (1)'s wall-clock time, (4) Muon for the matrices (chapter 7's optimiser; `--muon-lr`, AdamW at `--muon-adam-lr` for the rest) with the modern
+architecture (`--muon-arch rope`: chapter 7's base-model recipe, RoPE with nanoGPT's GELU and LayerNorm) for as many
+steps as fit in the reference's wall-clock time of the same invocation: the goal is a
 val loss of at most 1.60 within nanoGPT's budget; and (5) short runs of (0) and (1) in alternation, whose tokens/s ratio
 is the speed comparison. Prints a table.
 Usage: python bench/train.py [--only reference gpt2 tuned modern muon speed] [--seeds 1337 1 2] [--speed-rounds 7]
@@ -45,7 +46,7 @@ ISSUE = {"steps": 2000, "tok_per_s": 27_000, "val_loss": 1.886, "seconds": 80.0}
 
 
 def recipes(vocab_size: int, steps: int, modern_lr: float, tuned_lr: float, muon_lr: float = 0.02,
-            muon_adam_lr: float = 8e-3) -> dict[str, tuple[GPTConfig, TrainConfig]]:
+            muon_adam_lr: float = 8e-3, muon_arch: str = "modern") -> dict[str, tuple[GPTConfig, TrainConfig]]:
     arch = dict(vocab_size=vocab_size, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
     tc = TrainConfig(batch_size=12, max_steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, weight_decay=0.1,
                      beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=250, eval_batches=20, ckpt_interval=0,
@@ -53,7 +54,8 @@ def recipes(vocab_size: int, steps: int, modern_lr: float, tuned_lr: float, muon
     gpt2 = GPTConfig(**arch, gelu_approximate="none")    # nanoGPT's MLP uses the exact GELU
     return {"gpt2": (gpt2, tc), "tuned": (gpt2, replace(tc, lr=tuned_lr, min_lr=tuned_lr / 10)),
             "modern": (GPTConfig.modern(**arch), replace(tc, lr=modern_lr, min_lr=modern_lr / 10)),
-            "muon": (GPTConfig.modern(**arch), replace(tc, lr=muon_adam_lr, min_lr=muon_adam_lr / 10, optimizer="muon",
+            "muon": (GPTConfig.modern(**arch) if muon_arch == "modern" else GPTConfig(**arch, pos="rope",
+                     gelu_approximate="none"), replace(tc, lr=muon_adam_lr, min_lr=muon_adam_lr / 10, optimizer="muon",
                                                        muon_lr=muon_lr))}
 
 
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modern-steps", type=int, default=None, help="fix the modern run's steps instead of matching time")
     ap.add_argument("--muon-lr", type=float, default=0.02, help="Muon's learning rate for the matrices (run 4)")
     ap.add_argument("--muon-adam-lr", type=float, default=8e-3, help="AdamW's learning rate for the rest (run 4)")
+    ap.add_argument("--muon-arch", choices=("rope", "modern"), default="modern",
+                    help="run (4)'s architecture: chapter 7's (GPT-2 with RoPE) or the modern one (RMSNorm, SwiGLU, QK-norm)")
     ap.add_argument("--muon-steps", type=int, default=None, help="fix run (4)'s steps instead of matching the reference's time")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1337],
                     help="seeds for the reference and run (1), to show the spread of the final loss")
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(2)
     data = char_data(DATA, val_fraction=0.1)
-    rs = recipes(data.vocab_size, a.steps, a.modern_lr, a.tuned_lr, a.muon_lr, a.muon_adam_lr)
+    rs = recipes(data.vocab_size, a.steps, a.modern_lr, a.tuned_lr, a.muon_lr, a.muon_adam_lr, a.muon_arch)
     only = set(a.only or ("reference", "gpt2", "tuned", "modern", "muon", "speed"))
     rows: list[dict] = []
     for seed in a.seeds:
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         if steps is None:   # the reference's wall-clock of this invocation, at this recipe's measured step rate
             budget = ref[0]["wall s"] if ref else ISSUE["seconds"]
             steps = int(budget * steps_per_second(mcfg, replace(tcfg, max_steps=a.steps), data))
-        rows.append(run(f"ours, chapter 7 recipe (Muon {a.muon_lr:g}), {steps} steps", mcfg,
+        rows.append(run(f"ours, Muon {a.muon_lr:g}, {a.muon_arch} arch., {steps} steps", mcfg,
                         replace(tcfg, max_steps=steps, warmup_steps=min(tcfg.warmup_steps, steps // 10)), data)
                     | {"seed": 1337, "kind": "muon"})
 

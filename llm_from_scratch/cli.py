@@ -280,9 +280,11 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", type=int, default=200, help="tokens to sample from the trained model (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines when stderr is not a terminal")
-    base = PRESETS[dflt]
+    lazy = "load" in PRESETS[dflt]                   # a preset planned on first use (chapter 7): not planned for --help
+    base = {"model": {}, "train": {}} if lazy else PRESETS[dflt]
     for cls, sect in ((GPTConfig, "model"), (TrainConfig, "train")):
-        g = p.add_argument_group(f"{sect} settings ({cls.__name__} fields; default: preset {dflt}, else the field's default)")
+        g = p.add_argument_group(f"{sect} settings ({cls.__name__} fields; default: preset {dflt}"
+                                 f"{' (planned on first use)' if lazy else ''}, else the field's default)")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             shown = base[sect].get(f.name, f.default)

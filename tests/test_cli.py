@@ -82,3 +82,10 @@ def test_plan_refuses_unusable_budgets(budget, words):
     r = subprocess.run([*LLMFS, "plan", budget], capture_output=True, text=True, env={**__import__("os").environ,
                        "LLMFS_SCALE": "test"})
     assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_every_command_builds_at_book_scale():
+    "At book scale the default preset is the planned base model: --help must not need (or run) its planning."
+    import os
+    r = subprocess.run([*LLMFS, "train", "--help"], capture_output=True, text=True, env={**os.environ, "LLMFS_SCALE": "book"})
+    assert r.returncode == 0 and "preset book (planned on first use)" in r.stdout, r.stderr
