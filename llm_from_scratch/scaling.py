@@ -26,10 +26,10 @@ from .model import GPTConfig, count_params, flops_per_token
 
 # %% auto #0
 __all__ = ['GPT2_RECIPE', 'RECIPE_CHANGES', 'BASE_SETUP', 'PLANNER_SHAPES', 'MAX_PLAN_SECONDS', 'param_counts', 'train_flops',
-           'LossLaw', 'fit_loss_law', 'isoflop_minimum', 'power_law', 'approach2', 'bootstrap', 'cached_run',
-           'run_config', 'measure_throughput', 'recipe_study', 'sweep_plan', 'run_sweep', 'parse_budget', 'plan_model',
-           'machine_flops', 'plan_with_interval', 'base_plan', 'base_model', 'plan_budget', 'signature_prompts',
-           'completion_parses', 'parse_share']
+           'LossLaw', 'fit_loss_law', 'isoflop_minimum', 'power_law', 'approach2', 'bootstrap', 'refit', 'cached_run',
+           'train_config', 'run_config', 'measure_throughput', 'recipe_study', 'sweep_plan', 'run_sweep',
+           'parse_budget', 'plan_model', 'machine_flops', 'plan_with_interval', 'base_plan', 'base_model',
+           'plan_budget', 'signature_prompts', 'completion_parses', 'parse_share']
 
 # %% ../nbs/07_scaling_laws.ipynb #47d639d4
 def param_counts(cfg: GPTConfig) -> dict[str, int]:
@@ -161,14 +161,18 @@ def bootstrap(runs: Sequence[dict], fit: Callable[[list[dict]], dict[str, float]
     if not out: raise ValueError("no bootstrap resample could be fitted")
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in out.items()}
 
+def refit(law: LossLaw, runs: Sequence[dict]) -> LossLaw:
+    "`fit_loss_law` on `runs` started from `law` alone (300 steps, one polish): the fast refit a bootstrap repeats."
+    warm = torch.tensor([[math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)] + [law.alpha, law.beta]])
+    return fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs], [r["L"] for r in runs], starts=warm, steps=300, polish=1)
+
 
 # %% ../nbs/07_scaling_laws.ipynb #8d1cab16
 def cached_run(cfg: GPTConfig, tcfg: Any, data: Any, out_dir: str | Path, label: str) -> dict[str, float]:
-    """Train `GPT(cfg)` with `tcfg` on `data` in a folder under `out_dir` named by `label` and a hash of the settings;
-    a finished run is read back from its `result.json`, an interrupted one resumes from its checkpoint."""
-    from llm_from_scratch.train import train as train_run
-    key = hashlib.sha1(json.dumps([cfg.to_dict(), tcfg.to_dict(), data.name]).encode()).hexdigest()[:10]
-    run_dir = Path(out_dir) / f"{label}-{key}"
+    """Train `GPT(cfg)` with `tcfg` on `data` in its `run_folder` under `out_dir` (named by `label` and a hash of the
+    settings); a finished run is read back from its `result.json`, an interrupted one resumes from its checkpoint."""
+    from llm_from_scratch.train import run_folder, train as train_run
+    run_dir = run_folder(label, cfg, tcfg, data, root=out_dir)
     done = run_dir / "result.json"
     if done.exists(): return json.loads(done.read_text())
     out = train_run(cfg, tcfg, data, run_dir, progress=False)
@@ -176,15 +180,18 @@ def cached_run(cfg: GPTConfig, tcfg: Any, data: Any, out_dir: str | Path, label:
     atomic_write(done, json.dumps(res))
     return res
 
-def run_config(model: dict, train: dict, vocab_size: int, tokens: float, block_size: int, batch_size: int) -> tuple:
-    "GPTConfig and TrainConfig of a run of `tokens` tokens (rounded to whole steps) with a warmup of a tenth and one evaluation at the end."
+def train_config(train: dict, tokens: float, block_size: int, batch_size: int) -> Any:
+    "TrainConfig of a run of `tokens` tokens (rounded to whole steps) with a warmup of a tenth and one evaluation at the end."
     from llm_from_scratch.train import TrainConfig
-    cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **model)
     steps = max(1, round(tokens / (batch_size * block_size)))
     lr = train.get("lr", TrainConfig.lr)
-    tcfg = TrainConfig.from_dict({"batch_size": batch_size, "max_steps": steps, "warmup_steps": max(1, steps // 10),
+    return TrainConfig.from_dict({"batch_size": batch_size, "max_steps": steps, "warmup_steps": max(1, steps // 10),
                                   "min_lr": lr / 10, "eval_interval": steps, "ckpt_interval": max(1, steps // 4), **train})
-    return cfg, tcfg
+
+def run_config(model: dict, train: dict, vocab_size: int, flops: float, block_size: int, batch_size: int) -> tuple:
+    "GPTConfig and `train_config` of a run that spends `flops` training FLOPs (chapter 5's count) on `GPT(model)`."
+    cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **model)
+    return cfg, train_config(train, flops / flops_per_token(cfg)["train"], block_size, batch_size)
 
 def measure_throughput(runs: Sequence[tuple], data: Any, steps: int = 2, rounds: int = 2, seed: int = 0) -> list[float]:
     """Training tokens per second of each (GPTConfig, TrainConfig) in `runs`, measured in alternating rounds of `steps`
@@ -238,9 +245,7 @@ def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path, lrs:
     with Progress(len(trials), "recipe study", unit="run", mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
         for name, m, t in trials:
             cand = {"model": {**recipe["model"], **m}, "train": {**recipe["train"], **t}}
-            cfg, _ = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size, 1, block_size, batch_size)
-            cfg, tcfg = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size,
-                                   flops / flops_per_token(cfg)["train"], block_size, batch_size)
+            cfg, tcfg = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size, flops, block_size, batch_size)
             res = cached_run(cfg, tcfg, data, out_dir, name.replace(",", "").replace(" ", "-"))
             row = {"change": name, "N": param_counts(cfg)["with embeddings"],
                    "D": tcfg.max_steps * batch_size * block_size, "L": res["L"], "seconds": res["seconds"],
@@ -286,8 +291,9 @@ def sweep_plan(budgets: Sequence[float], shapes: Sequence[dict], vocab_size: int
             cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**(model or {}), **shape})
             steps = round(C / (flops_per_token(cfg)["train"] * batch_size * block_size))
             if steps < min_steps: continue                      # too big a model for this budget: skip it
-            plan.append({"C": float(C), "cfg": cfg, "steps": steps, "N": param_counts(cfg)["with embeddings"],
-                         "N_ne": param_counts(cfg)["non-embedding"], "D": steps * batch_size * block_size})
+            n = param_counts(cfg)
+            plan.append({"C": float(C), "cfg": cfg, "steps": steps, "N": n["with embeddings"], "N_ne": n["non-embedding"],
+                         "D": steps * batch_size * block_size})
     return plan
 
 def run_sweep(plan: Sequence[dict], data: Any, out_dir: str | Path, batch_size: int = 8, train: dict | None = None,
@@ -298,7 +304,7 @@ def run_sweep(plan: Sequence[dict], data: Any, out_dir: str | Path, batch_size: 
     with Progress(len(plan), "IsoFLOP sweep", unit="run", mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
         for r in plan:
             cfg = r["cfg"]
-            _, tcfg = run_config({}, train or {}, cfg.vocab_size, r["D"], cfg.block_size, batch_size)
+            tcfg = train_config(train or {}, r["D"], cfg.block_size, batch_size)
             res = cached_run(cfg, tcfg, data, out_dir, f"C{r['C']:.1e}-{cfg.n_layer}x{cfg.n_embd}")
             results.append({**{k: v for k, v in r.items() if k != "cfg"}, "shape": f"{cfg.n_layer}x{cfg.n_embd}", **res})
             bar.set(last=f"{cfg.n_layer}x{cfg.n_embd} L={res['L']:.3f}")
@@ -343,15 +349,16 @@ def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict, b
     if C / flops_per_s > MAX_PLAN_SECONDS:
         raise UserError(f"a budget of {C:.3g} FLOPs would take {C / flops_per_s / 86400 / 365:.3g} years on this machine "
                         f"({flops_per_s:.3g} FLOP/s)", "give a budget of at most a month, or plan on a faster machine", code=2)
-    options = []
+    options, repeats = [], False
     for shape in shapes:
         cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**model, **shape})
         per_token = flops_per_token(cfg)["train"]
         steps = int(C // (per_token * batch_size * block_size))
         N, D = param_counts(cfg)["with embeddings"], steps * batch_size * block_size
-        if steps < min_steps or (train_tokens and D > max_epochs * train_tokens): continue
+        if steps < min_steps: continue
+        if train_tokens and D > max_epochs * train_tokens: repeats = True; continue
         options.append({"cfg": cfg, "N": N, "D": D, "steps": steps, "L": float(law(N, D)), "flops": steps * batch_size * block_size * per_token})
-    if not options and train_tokens and steps >= min_steps:     # even the largest shape would repeat the data
+    if not options and repeats:                     # every shape with enough steps would repeat the data
         raise UserError(f"a budget of {C:.3g} FLOPs needs more than {max_epochs:g} pass(es) over the {train_tokens:,} training "
                         "tokens for every model shape considered", "give a smaller budget or enlarge the corpus", code=2)
     if not options:
@@ -377,17 +384,14 @@ def plan_with_interval(law: LossLaw, runs: Sequence[dict], flops_per_s: float, d
               batch_size=setup["base_batch_size"], train_tokens=len(data.train))
     plan = plan_model(law, flops_per_s, **kw, **budget)
     for _ in range(2):                                 # the guessed FLOP/s -> the chosen shape's own FLOP/s
-        _, tcfg = run_config({}, recipe["train"], data.vocab_size, plan["D"], setup["base_block_size"], setup["base_batch_size"])
+        tcfg = train_config(recipe["train"], plan["D"], setup["base_block_size"], setup["base_batch_size"])
         flops_per_s = machine_flops(plan["cfg"], tcfg, data)
         again = plan_model(law, flops_per_s, **kw, **budget)
         if again["cfg"] == plan["cfg"] and again["steps"] == plan["steps"]: break
         plan = again
     plan["flops_per_s"] = flops_per_s
     plan["seconds"] = plan["flops"] / flops_per_s
-    warm = torch.tensor([[math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)] + [law.alpha, law.beta]])
-    ci = bootstrap(runs, lambda rs: {"L": float(fit_loss_law([r["N"] for r in rs], [r["D"] for r in rs], [r["L"] for r in rs],
-                                                          starts=warm, steps=300, polish=1)(plan["N"], plan["D"]))},
-                   n=n_boot, within=None)
+    ci = bootstrap(runs, lambda rs: {"L": float(refit(law, rs)(plan["N"], plan["D"]))}, n=n_boot, within=None)
     plan["interval"] = ci["L"]
     return plan
 
@@ -408,7 +412,7 @@ def base_plan(progress: bool | str = True) -> dict[str, Any]:
         law = fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs], [r["L"] for r in runs])
         guess = max(r["tok_per_s"] * r["C"] / r["D"] for r in runs)   # FLOP/s of the fastest sweep run
         plan = plan_with_interval(law, runs, guess, data, recipe, s["bootstrap"], s, seconds=s["base_seconds"])
-        _, tcfg = run_config({}, recipe["train"], data.vocab_size, plan["D"], s["base_block_size"], s["base_batch_size"])
+        tcfg = train_config(recipe["train"], plan["D"], s["base_block_size"], s["base_batch_size"])
         tcfg = dataclasses.replace(tcfg, eval_interval=max(1, plan["steps"] // 10), eval_batches=20,
                                    ckpt_interval=max(1, plan["steps"] // 20))
         tmp.write_text(json.dumps({

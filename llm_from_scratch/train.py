@@ -234,10 +234,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg.optimizer` names: this chapter's AdamW by default, over `param_groups(model)`."
     return OPTIMIZERS[cfg.optimizer](model, cfg)
 
-def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData) -> Path:
-    "A run's folder in the artefact cache: `prefix` and a hash of everything that fixes the run, so a rerun finds it."
+def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, root: str | Path | None = None) -> Path:
+    """A run's folder: `prefix` and a hash of everything that fixes the run, so a rerun finds it; under `root`, by default
+    the artefact cache's `runs/`."""
     key = json.dumps([CKPT_FORMAT, model_cfg.to_dict(), cfg.to_dict(), data.name])
-    return cache_dir("runs", f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:8]}")
+    name = f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return Path(root) / name if root is not None else cache_dir("runs", name)
 
 def check_data(data: TrainData, block_size: int) -> None:
     "Refuse, before any step, data whose train or validation split is too short for one window of `block_size` + 1 tokens."
