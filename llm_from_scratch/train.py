@@ -23,13 +23,13 @@ import torch.nn.functional as F
 
 from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from .core import (Config, Progress, UserError, atomic_write, cache_dir, cached, folder_lock, get_device,
+from .core import (Config, Progress, UserError, at_scale, atomic_write, cache_dir, cached, folder_lock, get_device,
                                    scale, seed_everything)
 from .dataloader import random_batch
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
+__all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'CH6_TEST_RUN', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'chapter6_model', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -466,6 +466,16 @@ def preset_configs(name: str, vocab_size: int, model: dict | None = None, train:
     m = GPTConfig.from_dict({"vocab_size": vocab_size, **p["model"], **(model or {})})
     return m, TrainConfig.from_dict({**p["train"], **(train or {})})
 
+
+# %% ../nbs/06_pretraining.ipynb #94e1b31e
+CH6_TEST_RUN = dict(max_steps=40, warmup_steps=5, eval_interval=20, ckpt_interval=20)   # test scale: a few steps
+
+def chapter6_model(progress: bool | str = False) -> GPT:
+    """This chapter's trained model in evaluation mode (the `small` preset; at test scale `tiny` for a few steps),
+    from the cache: later chapters compare against it without training it again."""
+    data = default_data()
+    m, t = preset_configs(at_scale("tiny", "small"), data.vocab_size, train=at_scale(CH6_TEST_RUN, {}))
+    return train(m, t, data, run_folder("ch06", m, t, data), progress=progress)["model"].eval()
 
 # %% ../nbs/06_pretraining.ipynb #bd53df86
 @torch.no_grad()
