@@ -22,7 +22,7 @@ from .core import SCALES, UserError, cache_dir, get_device, scale
 
 # %% auto #0
 __all__ = ['COMMANDS', 'explain', 'Parser', 'HelpFormatter', 'command', 'build_parser', 'settings', 'main', 'info', 'data',
-           'tokenizer', 'shards', 'train', 'plan', 'book']
+           'tokenizer', 'shards', 'train', 'plan', 'generate', 'chat', 'book']
 
 # %% ../nbs/15_cli.ipynb #e3fa8b23
 def _one_line(s: str) -> str: return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
@@ -351,6 +351,94 @@ def plan(args: argparse.Namespace) -> int:
           + (f" ({p['epochs']:.2f} passes over the training split)" if p["epochs"] else ""))
     print(f"predicted validation loss {p['L']:.3f} (95% interval {lo:.3f} to {hi:.3f}); expected time {p['seconds'] / 60:.1f} min")
     return 0
+
+# %% ../nbs/15_cli.ipynb #49f47fc3
+def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="a run folder written by 'llmfs train', or its ckpt.pt [default: the book's base model]")
+    p.add_argument("--data", default=None, help="char:PATH for a character-level checkpoint: the file it learnt from")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0: all (default: 50)")
+    p.add_argument("--top-p", type=float, default=1.0, help="keep the most likely tokens up to this mass; 1: all (default: 1)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=None, help=r"stop before this text; repeatable; \n is a newline")
+    p.add_argument("--seed", type=int, default=None, help="seed the sampling (default: a fresh one each run)")
+
+def _sampling(args: argparse.Namespace):
+    "The `Sampling` the flags ask for, or one line saying which flag is out of range."
+    from llm_from_scratch.generate import Sampling
+    checks = [(args.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+              (args.temperature >= 0, "--temperature must be 0 (greedy) or more"),
+              (args.top_k >= 0, "--top-k must be 0 (off) or more"), (0 < args.top_p <= 1, "--top-p must be in (0, 1]"),
+              (args.repetition_penalty > 0, "--repetition-penalty must be more than 0 (1: off)")]
+    for ok, what in checks:
+        if not ok: raise UserError(what, "see 'llmfs generate --help'", code=2)
+    return Sampling(args.temperature, args.top_k or None, None if args.top_p >= 1 else args.top_p,
+                    args.repetition_penalty, args.seed)
+
+def _stops(args: argparse.Namespace, default: list[str]) -> list[str]:
+    return default if args.stop is None else [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop if s]
+
+@command("generate", "Complete a prompt with a trained model (the base model by default), streaming the text.")
+def _generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="the text to complete ('-': read it from standard input)")
+    _sampling_args(p)
+    p.add_argument("--num-samples", type=int, default=1, help="completions generated as one batch (seeds seed, seed + 1, ...)")
+    p.set_defaults(func=generate)
+
+def generate(args: argparse.Namespace) -> int:
+    "The `llmfs generate` command: the prompt, then its completion as it is generated (or several, as one batch)."
+    from llm_from_scratch.generate import complete, load_generator, stream_text
+    s, stops = _sampling(args), _stops(args, [])
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt: raise UserError("the prompt is empty", "give some text to complete", code=2)
+    if args.num_samples < 1: raise UserError("--num-samples must be at least 1", "see 'llmfs generate --help'", code=2)
+    g = load_generator(args.checkpoint, args.data)
+    if args.num_samples > 1:
+        outs = complete(g.model, g.encode, g.decode, [prompt] * args.num_samples, args.max_new_tokens, s, stops, g.eot_id)
+        for i, out in enumerate(outs): print(f"--- sample {i + 1} ---\n{prompt}{out}")
+        return 0
+    sys.stdout.write(prompt)
+    for piece in stream_text(g.model, g.encode, g.decode, prompt, args.max_new_tokens, s, stops, g.eot_id):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+@command("chat", "Talk to a trained model: each line you type is continued, streamed; Ctrl-C stops an answer, Ctrl-D quits.")
+def _chat(p: argparse.ArgumentParser) -> None:
+    _sampling_args(p, max_new_tokens=120)
+    p.add_argument("--no-history", action="store_true", help="continue each line alone, not the conversation so far")
+    p.set_defaults(func=chat)
+
+def chat(args: argparse.Namespace) -> int:
+    """The `llmfs chat` command: a prompt loop. The conversation so far plus the new line is the model's prompt (the
+    last block of it); an answer ends at a blank line (--stop), Ctrl-C or --max-new-tokens; `/reset` forgets."""
+    from llm_from_scratch.generate import load_generator, stream_text
+    s, stops = _sampling(args), _stops(args, ["\n\n"])
+    g = load_generator(args.checkpoint, args.data)
+    print(f"{g.name}: type a line to continue it; /reset forgets the conversation, Ctrl-C stops an answer, "
+          "Ctrl-D quits", file=sys.stderr)
+    history = ""
+    while True:
+        try: line = input("> ")
+        except (EOFError, KeyboardInterrupt):                # Ctrl-D or Ctrl-C at the prompt: leave quietly
+            print(file=sys.stderr)
+            return 0
+        if line.strip() == "/reset": history = ""; continue
+        if not line.strip(): continue
+        prompt, answer = history + line + "\n", ""
+        try:
+            for piece in stream_text(g.model, g.encode, g.decode, prompt, args.max_new_tokens, s, stops, g.eot_id):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+                answer += piece
+        except KeyboardInterrupt:                            # stop this answer, keep the conversation
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history = "" if args.no_history else prompt + answer + "\n"
 
 # %% ../nbs/15_cli.ipynb #f1357ef2
 @command("book", "Build the PDF book from the notebooks (see the appendix).")

@@ -157,11 +157,17 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        T = x.shape[-2]
-        if offset + T > self.cos.shape[0]:
-            raise ValueError(f"rotary table covers {self.cos.shape[0]} positions, asked for {offset + T}.")
-        cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)
+    def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
+        """Rotate `x` as if its T tokens sat at positions offset .. offset + T - 1; or, when `offset` is a (B, T)
+        tensor, at those positions, row by row (chapter 9's KV cache and left-padded batches need both)."""
+        T, n = x.shape[-2], self.cos.shape[0]
+        if isinstance(offset, torch.Tensor):
+            if offset.numel() and int(offset.max()) >= n:
+                raise ValueError(f"rotary table covers {n} positions, asked for position {int(offset.max())}.")
+            cos, sin = self.cos[offset][:, None].to(x.dtype), self.sin[offset][:, None].to(x.dtype)  # (B, 1, T, d)
+        else:
+            if offset + T > n: raise ValueError(f"rotary table covers {n} positions, asked for {offset + T}.")
+            cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)  # (T, d)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -176,11 +182,12 @@ class CausalSelfAttention(MultiHeadAttention):
         self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.rotary = Rotary(cfg.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
 
-    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        "Queries, keys and values (B, H, T, head_dim) for input (B, T, C), with QK-norm and RoPE applied."
+    def heads(self, x: torch.Tensor, positions: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, H, T, head_dim) for input (B, T, C), with QK-norm and RoPE applied; RoPE
+        rotates by `positions` (the first position, or a (B, T) tensor of them: see `Rotary`)."""
         q, k, v = (self.split_heads(t) for t in self.qkv(x).split(self.d_model, dim=2))
         if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary is not None: q, k = self.rotary(q), self.rotary(k)
+        if self.rotary is not None: q, k = self.rotary(q, positions), self.rotary(k, positions)
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
