@@ -56,7 +56,7 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: fl
         model.train(was_training)
     return idx
 
-# %% ../nbs/09_inference.ipynb #003d8680
+# %% ../nbs/09_inference.ipynb #c9f92aee
 import math
 import time
 from dataclasses import dataclass
@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from .attention import causal_mask
 from .model import GPTConfig
 
-# %% ../nbs/09_inference.ipynb #b01fae7e
+# %% ../nbs/09_inference.ipynb #9f6d1bbb
 class KVCache:
     """Keys and values of every layer for up to `max_len` positions, allocated once: `k` and `v` are each
     (n_layer, B, n_head, max_len, head_dim). The first `len` positions are filled."""
@@ -98,7 +98,7 @@ class KVCache:
         "Bytes the cache holds: 2 x layers x batch x heads x max_len x head size x bytes per number."
         return self.k.nbytes + self.v.nbytes
 
-# %% ../nbs/09_inference.ipynb #ec414801
+# %% ../nbs/09_inference.ipynb #181cf665
 def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache, positions: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """The GPT's forward pass for tokens `idx` (B, T) that follow the `cache.len` tokens already in `cache`: logits
@@ -123,7 +123,7 @@ def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache, positions: tor
     cache.len += T
     return model.lm_head(model.norm_f(x))                                 # (B, T, vocab)
 
-# %% ../nbs/09_inference.ipynb #36391592
+# %% ../nbs/09_inference.ipynb #7661084d
 def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """CTRL's repetition penalty (Keskar et al., 2019), as Hugging Face applies it: the logits (B, V) of the tokens
     already in each row's text (`seen`, a (B, V) bool mask) are divided by `penalty` when positive, else multiplied."""
@@ -151,7 +151,7 @@ def choose(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, gens: Sequence
     if s.temperature == 0: return logits.argmax(-1)
     return torch.cat([sample_next(logits[b:b + 1], s.temperature, s.top_k, s.top_p, g) for b, g in enumerate(gens)])
 
-# %% ../nbs/09_inference.ipynb #78adc401
+# %% ../nbs/09_inference.ipynb #cd98900b
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     "Token ids (B, T) with the prompts right-aligned, and how many pads each row has on its left (B,)."
     if not prompts or any(len(p) == 0 for p in prompts): raise ValueError("every prompt needs at least one token")
@@ -172,7 +172,7 @@ def pad_positions_mask(pads: torch.Tensor, T: int, S: int) -> tuple[torch.Tensor
     itself = keys[None, None, :] == slots[None, :, None]                     # (1, T, S)
     return positions, (causal & (real | itself))[:, None]                   # (B, T), (B, 1, T, S)
 
-# %% ../nbs/09_inference.ipynb #4ce4a6b5
+# %% ../nbs/09_inference.ipynb #5a276951
 @torch.no_grad()
 def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None = None,
            use_cache: bool = True) -> Iterator[torch.Tensor]:
@@ -211,7 +211,7 @@ def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sa
     finally:
         model.train(was_training)
 
-# %% ../nbs/09_inference.ipynb #d17925ca
+# %% ../nbs/09_inference.ipynb #888527d0
 def generate_tokens(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None = None,
                     eot_id: int | None = None, stop: Callable[[list[int]], bool] | None = None,
                     use_cache: bool = True) -> list[list[int]]:
@@ -262,7 +262,7 @@ def stream_text(model: GPT, encode: Callable[[str], list[int]], decode: Callable
             sent = safe
     if len(text) > sent: yield text[sent:]
 
-# %% ../nbs/09_inference.ipynb #589bd7fd
+# %% ../nbs/09_inference.ipynb #9090a45d
 def generation_speed(model: GPT, new_tokens: int, use_cache: bool = True, prompt_len: int = 16, batch_size: int = 1,
                      repeats: int = 1, seed: int = 0) -> float:
     "Tokens per second of greedy generation of `new_tokens` after random prompts of `prompt_len` tokens (best of `repeats`)."
@@ -275,7 +275,7 @@ def generation_speed(model: GPT, new_tokens: int, use_cache: bool = True, prompt
         best = min(best, time.perf_counter() - t)
     return batch_size * new_tokens / best
 
-# %% ../nbs/09_inference.ipynb #56610c6b
+# %% ../nbs/09_inference.ipynb #2592f2d6
 @dataclass
 class Generator:
     "A model in evaluation mode with the encoder and decoder of the text it was trained on."

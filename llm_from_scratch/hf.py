@@ -110,7 +110,7 @@ def from_pretrained_gpt2(name: str = "gpt2") -> GPT:
     hf_hub_download(name, "model.safetensors")
     return load_hf_gpt2(Path(cfg_path).parent)
 
-# %% ../nbs/09_inference.ipynb #55e0bf92
+# %% ../nbs/09_inference.ipynb #49723581
 import json
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ def gpt_config_from_hf(hf: dict[str, Any]) -> GPTConfig:
     if hf["intermediate_size"] != cfg.hidden_dim: cfg = GPTConfig(**{**kw, "mlp_hidden": hf["intermediate_size"]})
     return cfg
 
-# %% ../nbs/09_inference.ipynb #9c679b11
+# %% ../nbs/09_inference.ipynb #04655808
 def _neox_qkv(t: torch.Tensor, n_head: int, inverse: bool = False) -> torch.Tensor:
     "Rows [Q | K | V] (ours) <-> GPT-NeoX's per-head [q_h, k_h, v_h] interleaving (`inverse`: NeoX -> ours)."
     rest = t.shape[1:]
@@ -305,7 +305,7 @@ def gpt_from_hf_weights(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> GPT:
     model.load_state_dict(ours)
     return model
 
-# %% ../nbs/09_inference.ipynb #006ba386
+# %% ../nbs/09_inference.ipynb #f28e0eb9
 def save_hf(model: GPT, directory: str | Path, tokenizer: BPETokenizer | None = None) -> Path:
     "Write `config.json` + `model.safetensors` (and, given a tokenizer, its files) loadable by transformers' AutoModelForCausalLM."
     from safetensors.torch import save_file
@@ -334,7 +334,7 @@ def load_hf(directory: str | Path) -> GPT:
     if hf.get("model_type") == "gpt2": return load_hf_gpt2(directory)
     return gpt_from_hf_weights(load_file(str(directory / "model.safetensors")), gpt_config_from_hf(hf))
 
-# %% ../nbs/09_inference.ipynb #8257f463
+# %% ../nbs/09_inference.ipynb #b024e31b
 def hf_split_pattern(pattern: str) -> str:
     "The pre-tokenisation regex rewritten for Oniguruma (tokenizers): greedy twin of possessive forms, `$` as `\\z`."
     p = _GREEDY_EQUIVALENT.get(pattern, pattern)
