@@ -570,7 +570,7 @@ def score_generation(task: GenTask, outputs: Sequence[str], execute: bool = True
     return {"task": task.name, "n": len(rows), "exact_match": float(np.mean(exact)) if rows else 0.0,
             "pass_rate": float(np.mean(runs)) if rows and execute else None, "items": rows}
 
-# %% ../nbs/13_evaluation.ipynb #3d0376a2
+# %% ../nbs/13_evaluation.ipynb #4c00adf6
 FIELD_MAPS: dict[str, dict[str, str]] = {        # lm-eval-style JSONL layouts: which field holds what
     "hellaswag": {"context": "ctx", "choices": "endings", "gold": "label"},
     "arc": {"context": "question", "choices": "choices.text", "gold": "answerKey", "labels": "choices.label"},
@@ -620,7 +620,7 @@ def lm_eval_yaml(task_name: str, jsonl: str | Path, target_delimiter: str = " ")
     "A task config for lm-evaluation-harness that reads a `write_mc_jsonl` file: the same requests, acc and acc_norm."
     return "\n".join([f"task: {task_name}", "dataset_path: json", "dataset_kwargs:",
                       f"  data_files: {{test: {json.dumps(str(jsonl))}}}", "test_split: test",
-                      "output_type: multiple_choice", "doc_to_text: '{{context}}'", "doc_to_choice: '{{choices}}'",
+                      "output_type: multiple_choice", "doc_to_text: context", "doc_to_choice: choices",
                       "doc_to_target: gold", f"target_delimiter: {json.dumps(target_delimiter)}",
                       "metric_list:", "  - metric: acc", "  - metric: acc_norm", ""])
 
