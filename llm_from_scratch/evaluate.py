@@ -695,7 +695,7 @@ def calibrate_judge(judge: Judge, pairs: Sequence[tuple[str, str, str]]) -> dict
     return {"pairs": len(pairs), "agreement": right / n, "wrong": wrong / n, "ties": (len(pairs) - right - wrong) / n,
             "position-consistent": consistent / n, "prefers A": said_a / (2 * n)}
 
-# %% ../nbs/13_evaluation.ipynb #6d288c72
+# %% ../nbs/13_evaluation.ipynb #c0797628
 def default_tasks(n: int | None = None, n_doctest: int | None = None, seed: int = 0) -> list[MCTask | GenTask]:
     "The chapter's four tasks from the held-out split, cached: next line, docstring, name (multiple choice) and doctest."
     n, n_doctest = n or at_scale(60, 500), n_doctest or at_scale(40, 500)
@@ -765,15 +765,19 @@ def report_figure(rows: Sequence[dict]) -> Any:
     "One panel per metric: every row (model, n-gram, chance) as a bar."
     import matplotlib.pyplot as plt
     metrics = [k for k in rows[0] if k != "model"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(1.6 * len(metrics) + 1, 2.8), sharey=True)
-    for ax, m in zip(np.atleast_1d(axes), metrics):
+    ncols = min(5, len(metrics)); nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.2, 0.25 * len(rows) * nrows + 0.9 * nrows), sharey=True,
+                             squeeze=False)
+    for ax in axes.flat[len(metrics):]: ax.axis("off")
+    for ax, m in zip(axes.flat, metrics):
         vals = [r.get(m) for r in rows]
         ax.barh(range(len(rows)), [v or 0 for v in vals], color=[f"C{i}" for i in range(len(rows))])
         for i, v in enumerate(vals):
             if v is not None: ax.text(v, i, f" {v:.2f}" if m == "held-out bpb" else f" {v:.0%}", va="center", fontsize=7)
-        ax.set_title(m.replace(" ", "\n", 1), fontsize=8); ax.tick_params(labelsize=7)
+        ax.set_title(m, fontsize=7.5); ax.tick_params(labelsize=7)
         ax.set_xlim(0, max([v or 0 for v in vals] + [1e-9]) * 1.45); ax.set_xticks([])
-    np.atleast_1d(axes)[0].set_yticks(range(len(rows)), [r["model"] for r in rows]); np.atleast_1d(axes)[0].invert_yaxis()
+    for row in axes: row[0].set_yticks(range(len(rows)), [r["model"] for r in rows])
+    axes[0, 0].invert_yaxis()
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,6 @@ the sandbox against abuse, the contamination check of the tasks, JSONL formats, 
 server, the report, and the solution of exercise 1."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -266,58 +265,9 @@ def test_eval_report_writes_table_and_figure(tmp_path, tok, tasks):
 
 
 # ---- parity with lm-evaluation-harness ----------------------------------------------------------------------------
-def _save_hf_tokenizer():
-    "The Hugging Face tokenizer export of chapter 9 (`llm_from_scratch.hf.save_hf_tokenizer`), or its draft while it lands."
-    try:
-        from llm_from_scratch.hf import save_hf_tokenizer
-        return save_hf_tokenizer
-    except ImportError:
-        draft = Path(os.environ.get("LLMFS_HF_EXPORT", "/work/tools/c9/hf_export.py"))
-        if not draft.exists(): pytest.skip("no save_hf_tokenizer yet (chapter 9)")
-        spec = importlib.util.spec_from_file_location("_hf_export_draft", draft)
-        mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        return mod.save_hf_tokenizer
-
-
-def lm_eval_parity(tok, task: MCTask, folder: Path, batch_size: int = 4) -> dict:
-    """Our log-likelihoods, acc and acc_norm against lm-eval's `hf` model on the same task and weights (float64).
-    Returns the largest log-likelihood difference, per-item agreement and both timings."""
-    import time
-    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                      TOKENIZERS_PARALLELISM="false")
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-    from llm_from_scratch.hf import save_hf_gpt2
-    model = tiny_gpt(tok.vocab_size, block_size=48)
-    hf_dir = folder / "model"
-    save_hf_gpt2(model, hf_dir)
-    _save_hf_tokenizer()(tok, hf_dir)
-    write_mc_jsonl(task, folder / "task.jsonl")
-    (folder / "task.yaml").write_text(lm_eval_yaml("llmfs_parity", folder / "task.jsonl", task.target_delimiter))
-    t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float64", tasks=["llmfs_parity"],
-                                  task_manager=TaskManager(include_path=str(folder)), batch_size=batch_size,
-                                  device="cpu", log_samples=True, num_fewshot=0)
-    theirs_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ours = score_multiple_choice(task, lambda reqs: loglikelihoods(model.double(), encoder(tok), reqs, batch_size))
-    ours_s = time.perf_counter() - t0
-    samples = sorted(out["samples"]["llmfs_parity"], key=lambda s: s["doc_id"])
-    diff, same_acc, contexts_equal = 0.0, True, True
-    for it, mine, s in zip(task.items, ours["items"], samples):
-        their_lls = [float(r[0]) for r in s["filtered_resps"]]
-        diff = max(diff, float(np.max(np.abs(np.array(their_lls) - np.array(mine["lls"])))))
-        same_acc &= (s["acc"], s["acc_norm"]) == (mine["acc"], mine["acc_norm"])
-        contexts_equal &= [tuple(a) for a in s["arguments"]] == [(r.context, r.continuation) for r in task.requests(it)]
-    res = out["results"]["llmfs_parity"]
-    return {"items": len(samples), "requests": sum(len(it.choices) for it in task.items), "max_abs_diff": diff,
-            "items_equal": same_acc, "contexts_equal": contexts_equal,
-            "ours": (ours["acc"], ours["acc_norm"]), "theirs": (res["acc,none"], res["acc_norm,none"]),
-            "ours_s": ours_s, "theirs_s": theirs_s}
-
-
 def test_lm_eval_parity(tmp_path, tok, tasks):
     task = MCTask("parity", tasks[0].items[:20], tasks[0].target_delimiter)   # 20 real held-out next-line items
+    from bench.evaluate import lm_eval_parity
     r = lm_eval_parity(tok, task, tmp_path)
     assert r["items"] == 20 and r["contexts_equal"], r
     assert r["max_abs_diff"] < 1e-9, r                 # float64 both sides: only the order of sums differs
