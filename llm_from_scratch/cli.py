@@ -22,7 +22,7 @@ from .core import SCALES, UserError, cache_dir, get_device, scale
 
 # %% auto #0
 __all__ = ['COMMANDS', 'explain', 'Parser', 'HelpFormatter', 'command', 'build_parser', 'settings', 'main', 'info', 'data',
-           'tokenizer', 'shards', 'train', 'plan', 'generate', 'chat', 'book']
+           'tokenizer', 'shards', 'train', 'plan', 'generate', 'chat', 'evaluate', 'book']
 
 # %% ../nbs/15_cli.ipynb #e3fa8b23
 def _one_line(s: str) -> str: return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
@@ -439,6 +439,38 @@ def chat(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         sys.stdout.flush()
         history = "" if args.no_history else prompt + answer + "\n"
+
+# %% ../nbs/15_cli.ipynb #1a6bf26e
+@command("eval", "Score the book's models on chapter 13's held-out tasks; write the report (markdown, JSON, figure).")
+def _eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, action="append", default=None,
+                   help="also score this run folder (or ckpt.pt) written by 'llmfs train'; repeatable")
+    p.add_argument("--out", type=Path, default=None, help="folder for the report [default: the cache's eval/report]")
+    p.add_argument("--force", action="store_true", help="replace a report already in --out")
+    p.add_argument("--no-baseline", action="store_true", help="leave out the n-gram baseline")
+    p.set_defaults(func=evaluate)
+
+def evaluate(args: argparse.Namespace) -> int:
+    "The `llmfs eval` command: chapter 13's `eval_report` on the book's models and any checkpoints given; prints the table."
+    from llm_from_scratch.evaluate import default_tasks, eval_report
+    from llm_from_scratch.generate import load_generator
+    from llm_from_scratch.scaling import base_model
+    from llm_from_scratch.train import chapter6_model
+    out = args.out or cache_dir("eval", "report")
+    mine = [out / f for f in ("report.md", "report.json", "report.png") if (out / f).exists()]
+    if args.out is not None and mine and not args.force:
+        raise UserError(f"{out} already holds a report ({mine[0].name})", "pass --force to replace it, or another --out",
+                        code=2)
+    models = {"base model": base_model(progress=True)[0], "chapter 6 model": chapter6_model(progress=True)}
+    for ck in args.checkpoint or []:
+        try: g = load_generator(ck)
+        except UserError as e:
+            raise UserError(f"{ck}: {e.what}", "llmfs eval scores models that use the book's tokenizer", code=2) from None
+        models[ck.name if ck.is_dir() else ck.parent.name] = g.model
+    rows = eval_report(models, default_tasks(), out, baseline=not args.no_baseline, progress=True)
+    print((out / "report.md").read_text(encoding="utf-8"), end="")
+    print(f"report: {out / 'report.md'} ({len(rows) - 1} rows; figure report.png)")
+    return 0
 
 # %% ../nbs/15_cli.ipynb #f1357ef2
 @command("book", "Build the PDF book from the notebooks (see the appendix).")
