@@ -29,13 +29,14 @@ import torch
 from .core import UserError, at_scale, atomic_write, cached
 
 # %% auto #0
-__all__ = ['Scorer', 'SOCKET_PRELUDE', 'DOCTEST_RUNNER', 'FIELD_MAPS', 'JUDGE_TEMPLATE', 'ngram_baseline', 'per_unit', 'Request',
-           'encode_pair', 'loglikelihoods', 'MCItem', 'MCTask', 'score_multiple_choice', 'gpt_scorer', 'ngram_scorer',
-           'heldout_docs', 'training_text', 'next_line_task', 'docstring_task', 'name_task', 'cached_task',
-           'SandboxResult', 'network_isolation', 'run_sandboxed', 'GenItem', 'GenTask', 'module_name', 'check_doctests',
-           'doctest_task', 'generate_answers', 'ngram_generate', 'score_generation', 'read_mc_jsonl', 'write_mc_jsonl',
-           'lm_eval_yaml', 'lm_eval_parity', 'Judge', 'LocalJudge', 'LikelihoodJudge', 'EndpointJudge', 'judge_pair',
-           'calibrate_judge', 'default_tasks', 'eval_report', 'report_markdown', 'report_figure', 'write_report']
+__all__ = ['Scorer', 'SOCKET_PRELUDE', 'DOCTEST_RUNNER', 'PROMPT_CHARS', 'FIELD_MAPS', 'JUDGE_TEMPLATE', 'ngram_baseline',
+           'per_unit', 'Request', 'encode_pair', 'loglikelihoods', 'MCItem', 'MCTask', 'score_multiple_choice',
+           'gpt_scorer', 'ngram_scorer', 'heldout_docs', 'training_text', 'next_line_task', 'docstring_task',
+           'name_task', 'cached_task', 'SandboxResult', 'network_isolation', 'run_sandboxed', 'GenItem', 'GenTask',
+           'module_name', 'check_doctests', 'doctest_task', 'generate_answers', 'ngram_generate', 'score_generation',
+           'read_mc_jsonl', 'write_mc_jsonl', 'lm_eval_yaml', 'lm_eval_parity', 'Judge', 'LocalJudge',
+           'LikelihoodJudge', 'EndpointJudge', 'judge_pair', 'calibrate_judge', 'default_tasks', 'eval_report',
+           'report_markdown', 'report_figure', 'write_report']
 
 # %% ../nbs/13_evaluation.ipynb #2d3adf2e
 def ngram_baseline(max_train_bytes: int | None = None, orders: Sequence[int] = range(2, 9)) -> Any:
@@ -310,7 +311,7 @@ def name_task(n: int, seed: int = 0, n_choices: int = 4, max_chars: int | None =
 def cached_task(name: str, build: Callable[[], Any], n: int, seed: int = 0) -> Any:
     "Task `name` (an `MCTask`, or the `GenTask` 'doctest') with `n` items and `seed`, built once from the held-out split and read back from the cache as JSON."
     from llm_from_scratch.data import corpus_checksum
-    key = f"eval/tasks/v1-{name}-n{n}-s{seed}-{corpus_checksum('val')[:12]}-{corpus_checksum('train')[:12]}.json"
+    key = f"eval/tasks/v2-{name}-n{n}-s{seed}-{corpus_checksum('val')[:12]}-{corpus_checksum('train')[:12]}.json"
     cls = GenTask if name == "doctest" else MCTask
     return cls.from_json(cached(key, lambda tmp: tmp.write_text(build().to_json())).read_text())
 
@@ -482,9 +483,12 @@ def check_doctests(jobs: Sequence[dict], timeout: float = 60.0) -> list[bool]:
     except (json.JSONDecodeError, IndexError): return [False] * len(jobs)
     return [bool(x) for x in out] if len(out) == len(jobs) else [False] * len(jobs)
 
+PROMPT_CHARS = 4000   # about 1000 tokens: the end of the file before the example is all a model reads
+
 def doctest_task(n: int, seed: int = 0, docs: Sequence[Any] | None = None, train_text: str | None = None) -> GenTask:
     """Doctest examples of the held-out files whose source and expected output are one line each: the prompt is the
-    file up to the `>>>` line and the indentation of the output; only examples that pass when run are kept."""
+    file up to the `>>>` line and the indentation of the output (its last `PROMPT_CHARS` characters, more than any of
+    the book's models sees); only examples that pass when run are kept."""
     import doctest
     docs, train_text = docs if docs is not None else heldout_docs(), train_text if train_text is not None else training_text()
     parser, by_file = doctest.DocTestParser(), {}
@@ -506,7 +510,7 @@ def doctest_task(n: int, seed: int = 0, docs: Sequence[Any] | None = None, train
                 except ValueError: continue
                 if not examples or examples[-1].source.strip() != src.strip()[4:].strip(): continue
                 by_file.setdefault(d.id, []).append({
-                    "id": f"{d.id}:{i + 1}", "doc": d.id, "prompt": "\n".join(lines[:i + 1]) + "\n" + " " * _indent(src),
+                    "id": f"{d.id}:{i + 1}", "doc": d.id, "prompt": ("\n".join(lines[:i + 1]) + "\n" + " " * _indent(src))[-PROMPT_CHARS:],
                     "answer": want.strip(), "probe": src + "\n" + want,
                     "job": {"module": module_name(d.id), "setup": [(e.source, e.want) for e in examples[:-1]],
                             "source": examples[-1].source, "want": examples[-1].want}})
