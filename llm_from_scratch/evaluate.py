@@ -534,18 +534,15 @@ def generate_answers(model: torch.nn.Module, encode: Callable[[str], list[int]],
                      task: GenTask, max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
     """Greedy completions of each prompt of `task` (cut from the left to leave `max_new_tokens` of the block free),
     trimmed at the task's stop string."""
-    from llm_from_scratch.generate import generate
+    from llm_from_scratch.generate import Sampling, generate_tokens    # chapter 9: KV cache, left-padded batches
     keep = model.cfg.block_size - max_new_tokens
     if keep < 1: raise UserError(f"max_new_tokens={max_new_tokens} leaves no room in a block of {model.cfg.block_size}",
                                  "ask for fewer new tokens")
     ids, outs = [encode(it.prompt)[-keep:] for it in task.items], []
+    stop = (lambda row: task.stop in decode(row)) if task.stop else None  # a row ends once its text reaches the stop
     for b in range(0, len(ids), batch_size):
-        chunk = ids[b:b + batch_size]
-        if len({len(i) for i in chunk}) == 1:
-            rows = list(generate(model, torch.tensor(chunk), max_new_tokens, temperature=0)[:, len(chunk[0]):])
-        else:                                    # prompts shorter than the window: one at a time
-            rows = [generate(model, torch.tensor([i]), max_new_tokens, temperature=0)[0, len(i):] for i in chunk]
-        outs += [decode(r.tolist()).split(task.stop)[0] for r in rows]
+        rows = generate_tokens(model, ids[b:b + batch_size], max_new_tokens, Sampling(temperature=0), stop=stop)
+        outs += [decode(r).split(task.stop)[0] if task.stop else decode(r) for r in rows]
     return outs
 
 def ngram_generate(kn: Any, task: GenTask, max_new_bytes: int = 48) -> list[str]:
