@@ -25,11 +25,12 @@ import yaml
 from .core import UserError, atomic_path
 
 # %% auto #0
-__all__ = ['XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'BookError', 'BookSpec', 'check_notebook', 'read_spec',
-           'drop_shown_docs', 'process_notebook', 'cell_options', 'clean_text', 'fence', 'doc_markdown', 'Converter',
-           'convert_markdown', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape',
-           'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
-           'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
+__all__ = ['XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError', 'BookSpec',
+           'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options', 'clean_text', 'fence',
+           'doc_markdown', 'Converter', 'convert_markdown', 'notebook_to_markdown', 'references', 'bib_keys',
+           'check_references', 'latex_escape', 'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex',
+           'pandoc_args', 'build_pdf', 'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters',
+           'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -490,6 +491,7 @@ class LatexResult:
     passes: int
     overfull: int                 # overfull \hbox warnings (text running into the margin) in the final pass
     warnings: list[str]
+    stage: Path | None = None     # the staged Quarto project (Quarto path only)
 
 def _latex_problems(log: str) -> list[str]:
     "Fatal problems found in a XeLaTeX log."
@@ -582,25 +584,101 @@ def _book_version(root: Path) -> str:
     return next((v for p in sorted(root.glob("*/__init__.py")) if (v := read_version(p.parent))), "")
 
 # %% ../nbs/14_book.ipynb #94c6acef
-def build_with_quarto(spec: BookSpec, output: Path, stage: Path) -> Path:
-    "Render the book with `quarto render` on processed copies of the notebooks staged in `stage`; copy the PDF to `output`."
-    quarto = shutil.which("quarto")
-    if quarto is None: raise BookError("quarto is not installed; use --engine pandoc (the default when Quarto is absent).")
+QUARTO_STAGE = "_quarto_book"      # the staged Quarto project, in the book's root (ignored by git, like `.quarto/`)
+
+QUARTO_HEADER = LATEX_HEADER + r'''
+\DefineVerbatimEnvironment{verbatim}{Verbatim}{breaklines,breakanywhere,fontsize=\small}
+'''
+
+def _latex_cell(tex: str) -> dict:
+    "A markdown cell holding raw LaTeX (Quarto and pandoc both read a ```{=latex} block)."
+    return {"cell_type": "markdown", "metadata": {}, "source": f"```{{=latex}}\n{tex}\n```"}
+
+def quarto_notebook(nb: dict, preface: bool = False, next_chapter: int | None = None) -> dict:
+    """A processed notebook made ready for Quarto, numbered as the pandoc path numbers it: `show_doc` headings
+    unnumbered and out of the contents (`doc_markdown`), the preface's title an unnumbered heading, and the chapter
+    counter set for the chapter that follows (`next_chapter`, from its file name: 03_x is chapter 3)."""
+    nb = json.loads(json.dumps(nb))
+    for c in nb["cells"]:
+        for o in c.get("outputs", []) if c["cell_type"] == "code" else []:
+            d = o.get("data") or {}
+            if "text/markdown" in d: d["text/markdown"] = doc_markdown(_text(d["text/markdown"]))
+    if preface:                        # Quarto numbers a title it reads from front matter; a heading can opt out
+        for i, c in enumerate(nb["cells"]):
+            m = re.match(r"^\s*---\n(.*?)\n---", _text(c["source"]), re.S) if c["cell_type"] == "raw" else None
+            if m:
+                fm = yaml.safe_load(m.group(1)) or {}
+                head = f"# {fm.get('title', 'Preface')} {{.unnumbered}}" + (f"\n\n{fm['description']}" if fm.get("description") else "")
+                nb["cells"][i] = {"cell_type": "markdown", "metadata": {}, "source": head}
+                break
+    if next_chapter is not None: nb["cells"].append(_latex_cell(f"\\setcounter{{chapter}}{{{next_chapter - 1}}}"))
+    seen: set[str] = set()
+    for i, c in enumerate(nb["cells"]):              # nbformat 4.5 wants a unique id on every cell
+        if not c.get("id") or c["id"] in seen: c["id"] = f"llmfs-{i}"
+        seen.add(c["id"])
+    return nb
+
+def stage_quarto(spec: BookSpec, stage: Path) -> Path:
+    """Stage the book as a Quarto project in `stage`, which `quarto render` (run there) turns into the same book as the
+    pandoc path: the nbdev-processed chapters side by side, the preface as `index.ipynb` (Quarto's home page), written
+    with nbformat (cell sources as lists of lines); a References chapter; the figures, bibliography and title page;
+    and `_quarto.yml` pointing at them, with the pandoc path's LaTeX preamble and callouts without icons (no
+    `fontawesome5`)."""
+    import nbformat
     if stage.exists(): shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    for rel in spec.all_chapters:
-        dst = stage / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.suffix == ".ipynb": dst.write_text(json.dumps(process_notebook(spec.root / rel, spec.root), indent=1), encoding="utf-8")
-        else: shutil.copy2(spec.root / rel, dst)
-    for extra in ["_quarto.yml", str(spec.bibliography or ""), "figures"]:
-        src = spec.root / extra
-        if extra and src.is_dir(): shutil.copytree(src, stage / extra)
-        elif extra and src.is_file(): shutil.copy2(src, stage / extra)
-    if spec.site_url: write_qr(spec.site_url, stage / "qr.png")
-    (stage / "_titlepage.tex").write_text(r"\begin{center}\includegraphics[width=3cm]{qr.png}\\\url{" + spec.site_url + r"}\end{center}" + "\n")
+    chapters = spec.all_chapters
+    names: dict[Path, str] = {}
+    for i, rel in enumerate(chapters):
+        name = "index" + rel.suffix if i == 0 else rel.name
+        if name in names.values(): raise BookError(f"two chapters would both be staged as {name}: rename one of them")
+        names[rel] = name
+    for i, rel in enumerate(chapters):
+        nxt = chapters[i + 1] if i + 1 < len(chapters) else None
+        m = re.match(r"(\d+)_", nxt.name) if nxt is not None and nxt in spec.chapters else None
+        if rel.suffix == ".ipynb":
+            nb = quarto_notebook(process_notebook(spec.root / rel, spec.root), preface=i == 0,
+                                 next_chapter=int(m.group(1)) if m else None)
+            (stage / names[rel]).write_text(nbformat.writes(nbformat.from_dict(nb)), encoding="utf-8")
+        else: shutil.copy2(spec.root / rel, stage / names[rel])
+    conf = yaml.safe_load((spec.root / "_quarto.yml").read_text(encoding="utf-8"))
+    book = conf.setdefault("book", {})
+    book["chapters"] = [names[c] for c in spec.chapters]
+    book["appendices"] = [names[c] for c in spec.appendices]
+    if spec.bibliography:
+        shutil.copy2(spec.root / spec.bibliography, stage / spec.bibliography.name)
+        conf["bibliography"] = spec.bibliography.name
+        (stage / "references.qmd").write_text("# References {.unnumbered}\n\n```{=latex}\n\\markboth{References}{References}\n"
+                                              "```\n\n::: {#refs}\n:::\n", encoding="utf-8")
+        book["appendices"].append("references.qmd")
+    pdf = conf.setdefault("format", {}).setdefault("pdf", {})
+    pdf.update({"include-in-header": {"text": QUARTO_HEADER}, "include-before-body": "_titlepage.tex",
+                "callout-icon": False, "monofontoptions": ["Scale=0.85"]})
+    if _has_font("DejaVu Sans Mono"): pdf["monofont"] = "DejaVu Sans Mono"
+    class Dumper(yaml.SafeDumper): pass
+    Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+    (stage / "_quarto.yml").write_text(yaml.dump(conf, Dumper=Dumper, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    if (spec.root / "figures").is_dir(): shutil.copytree(spec.root / "figures", stage / "figures")
+    tex = ""
+    if spec.site_url:
+        write_qr(spec.site_url, stage / "qr.png")
+        tex = r"\begin{center}\includegraphics[width=3cm]{qr.png}\\\url{" + spec.site_url + r"}\end{center}" + "\n"
+    (stage / "_titlepage.tex").write_text(tex, encoding="utf-8")
+    return stage
+
+def _pdf_pages(pdf: Path) -> int:
+    "Pages of `pdf` by poppler's `pdfinfo` (0 when it is not installed)."
+    if not shutil.which("pdfinfo"): return 0
+    m = re.search(r"^Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout, re.M)
+    return int(m.group(1)) if m else 0
+
+def build_with_quarto(spec: BookSpec, output: Path, stage: Path | None = None) -> Path:
+    "Stage the book (`stage_quarto`) and render it with `quarto render` in the stage; copy the PDF to `output`."
+    quarto = shutil.which("quarto")
+    if quarto is None: raise BookError("quarto is not installed; use --engine pandoc (the default when Quarto is absent).")
+    stage = stage_quarto(spec, stage or spec.root / QUARTO_STAGE)
     r = subprocess.run([quarto, "render", str(stage), "--to", "pdf"], capture_output=True, text=True)
-    if r.returncode: raise BookError(f"quarto render failed:\n{r.stderr[-3000:]}")
+    if r.returncode: raise BookError(f"quarto render failed (in {stage}):\n{r.stderr[-3000:]}")
     pdfs = sorted(stage.rglob(f"{spec.output_file}.pdf")) or sorted(stage.rglob("*.pdf"))
     if not pdfs: raise BookError(f"quarto render finished but no PDF was found under {stage}")
     with atomic_path(output) as tmp: shutil.copyfile(pdfs[0], tmp)
@@ -665,7 +743,8 @@ def build_book(root: Path | str = ".", output: Path | str | None = None, engine:
     if execute: execute_chapters(spec, names=None if execute is True else list(execute))
     out = Path(output).resolve() if output else spec.root / f"{spec.output_file}.pdf"
     if engine == "quarto" or (engine == "auto" and shutil.which("quarto")):
-        return LatexResult(pdf=build_with_quarto(spec, out, spec.root / "_proc" / "book"), pages=0, passes=0, overfull=0, warnings=[])
+        pdf = build_with_quarto(spec, out)
+        return LatexResult(pdf=pdf, pages=_pdf_pages(pdf), passes=0, overfull=0, warnings=[], stage=spec.root / QUARTO_STAGE)
     return build_pdf(spec, out, spec.root / "_build" / "book")
 
 

@@ -500,6 +500,7 @@ def book(args: argparse.Namespace) -> int:
         raise UserError(detail.splitlines()[0], "see the details above" if "\n" in detail else "fix it and run llmfs book again") from e
     for w in res.warnings: print(f"llmfs book: warning: {w}", file=sys.stderr)
     print(f"{res.pdf}" + (f" ({res.pages} pages)" if res.pages else ""))
+    if res.stage: print(f"Quarto project: {res.stage} (run 'quarto render' there to render it again)")
     return 0
 
 

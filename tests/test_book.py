@@ -337,15 +337,69 @@ def test_quarto_path_stages_processed_notebooks(tmp_path, monkeypatch):
     (fake_bin / "quarto").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     res = book.build_book(root, root / "out.pdf")  # engine auto picks quarto when it is on PATH
-    stage = root / "_proc" / "book"
+    stage = root / book.QUARTO_STAGE
     assert log.read_text().split() == ["render", str(stage), "--to", "pdf"]
     assert res.pdf.read_bytes() == b"%PDF-1.5 stand-in"
-    for rel in ["_quarto.yml", "refs.bib", "qr.png", "_titlepage.tex", "nbs/index.ipynb", "nbs/01_feat.ipynb", "nbs/02_app.ipynb"]:
+    for rel in ["_quarto.yml", "refs.bib", "qr.png", "_titlepage.tex", "index.ipynb", "01_feat.ipynb", "02_app.ipynb",
+                "03_more.ipynb", "references.qmd"]:
         assert (stage / rel).is_file(), rel
-    staged = (stage / "nbs" / "01_feat.ipynb").read_text()
+    staged = (stage / "01_feat.ipynb").read_text()
     assert "HIDDEN_SETUP_MARKER" not in staged and "PLUMBING_BODY_MARKER" not in staged, "nbdev's processors ran"
     assert "SHOWN_BODY_MARKER" in staged and "#| label: fig-demo" in staged, "Quarto's own cell options are kept"
     assert "https://example.org/fixture-home" in (stage / "_titlepage.tex").read_text()
+
+
+def test_staged_quarto_project_follows_quartos_rules(tmp_path):
+    """What a real render with Quarto 1.7.34 required, checked on the staged project without Quarto: the home page at the
+    project's root, cell sources as lists of lines, unique labels, a References chapter, the same numbering as the
+    pandoc path (unnumbered preface and show_doc headings, chapter numbers from file names), the pandoc path's line
+    breaking in the preamble, no icons (no fontawesome5), and a stage of its own outside nbdev's _proc cache."""
+    import yaml
+    root = make_fixture(tmp_path / "b")
+    stage = book.stage_quarto(book.read_spec(root), tmp_path / "stage")
+    conf = yaml.safe_load((stage / "_quarto.yml").read_text())
+    chapters, apps = conf["book"]["chapters"], conf["book"]["appendices"]
+    assert chapters == ["index.ipynb", "01_feat.ipynb", "03_more.ipynb"] and apps == ["02_app.ipynb", "references.qmd"]
+    assert "::: {#refs}" in (stage / "references.qmd").read_text() and "{.unnumbered}" in (stage / "references.qmd").read_text()
+    nbs = {n: json.loads((stage / n).read_text()) for n in chapters + apps if n.endswith(".ipynb")}
+    labels = []
+    for name, nb in nbs.items():
+        assert all(isinstance(c["source"], list) for c in nb["cells"]), f"{name}: a cell source is one string"
+        assert len({c["id"] for c in nb["cells"]}) == len(nb["cells"])
+        src = "".join("".join(c["source"]) for c in nb["cells"])
+        labels += re.findall(r"#\|\s*label:\s*(\S+)", src)
+    assert len(labels) == len(set(labels)) and "fig-demo" in labels
+    assert "".join(nbs["index.ipynb"]["cells"][0]["source"]).startswith("# Fixture Preface {.unnumbered}")
+    assert "\\setcounter{chapter}{2}" in "".join(nbs["01_feat.ipynb"]["cells"][-1]["source"])   # 03_more is chapter 3
+    docs = [o for c in nbs["01_feat.ipynb"]["cells"] for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    heads = [l for o in docs for l in "".join(o["data"]["text/markdown"]).splitlines() if l.startswith("#")]
+    assert heads and all("{.unnumbered .unlisted}" in h for h in heads), heads
+    pdf = conf["format"]["pdf"]
+    assert pdf["callout-icon"] is False and "breaklines" in pdf["include-in-header"]["text"]
+    assert "fontawesome" not in (stage / "_quarto.yml").read_text()
+    assert not book.QUARTO_STAGE.startswith("_proc")
+
+
+def test_real_book_labels_are_unique():
+    "Quarto refuses a label defined twice across the book (the pandoc path would silently link to one of them)."
+    spec = book.read_spec(ROOT)
+    seen: dict[str, str] = {}
+    for rel in spec.all_chapters:
+        for c in json.loads((ROOT / rel).read_text())["cells"]:
+            for lab in re.findall(r"^#\|\s*label:\s*(\S+)", "".join(c["source"]), re.M):
+                assert lab not in seen, f"{lab} in {rel} and {seen[lab]}"
+                seen[lab] = str(rel)
+
+
+@pytest.mark.skipif(shutil.which("quarto") is None, reason="Quarto is not installed (it cannot be, from PyPI, offline)")
+@needs_tex
+def test_quarto_and_pandoc_build_the_same_book(tmp_path):
+    "Where Quarto is installed: both engines give the same chapter titles and numbers, and page counts within 10 %."
+    a = book.build_book(ROOT, tmp_path / "pandoc.pdf", engine="pandoc")
+    b = book.build_book(ROOT, tmp_path / "quarto.pdf", engine="quarto")
+    heads = lambda pdf: re.findall(r"^(?:Chapter\s+\d+|Appendix\s+[A-Z])\s*$\s*^(.+)$", pdftext(pdf, "-layout"), re.M)
+    assert heads(a.pdf) == heads(b.pdf)
+    assert abs(a.pages - b.pages) <= 0.1 * a.pages, (a.pages, b.pages)
 
 
 def test_execute_flag_reports_a_failing_chapter(tmp_path):
