@@ -481,6 +481,9 @@ def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
         if m and rel in spec.chapters: md = f"```{{=latex}}\n\\setcounter{{chapter}}{{{int(m.group(1)) - 1}}}\n```\n\n" + md
         if spec.appendices and rel == spec.appendices[0]: md = "```{=latex}\n\\appendix\n```\n\n" + md
         out[rel.as_posix()] = md
+    if spec.bibliography:                 # the bibliography as an unnumbered chapter of the back matter, headed as such
+        out["references"] = ("```{=latex}\n\\backmatter\n```\n\n# References {.unnumbered}\n\n```{=latex}\n"
+                             "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")
     return out
 
 # %% ../nbs/14_book.ipynb #c8ac05dd

@@ -153,6 +153,9 @@ def test_citation_and_bibliography(built):
     flat = " ".join(pdftext(res.pdf).split())
     assert "(Vaswani et al. 2017)" in flat
     assert "Attention Is All You Need" in flat.split("References")[-1]
+    last = pdftext(res.pdf, "-f", str(res.pages), "-l", str(res.pages))     # the bibliography's page
+    assert "APPENDIX" not in last.upper().split("ATTENTION IS ALL")[0], "the running header still says Appendix"
+    assert "Https://" not in flat and "https://arxiv.org/abs/1706.03762" in flat
 
 
 @needs_tex
