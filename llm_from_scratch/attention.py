@@ -48,7 +48,7 @@ def padding_mask(lengths: Sequence[int] | Tensor, T: int, device: torch.device |
 
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
               dropout_p: float = 0.0, scale: float | None = None) -> tuple[Tensor, Tensor]:
-    """Scaled dot-product attention (@eq-attention) as explicit matrix products: returns `(output, weights)`.
+    """Scaled dot-product attention as explicit matrix products: returns `(output, weights)`.
     Same conventions as `F.scaled_dot_product_attention`: bool `attn_mask` is True where allowed, a float one is added."""
     T, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale

@@ -79,7 +79,7 @@ class GPTConfig(Config):
 
 # %% ../nbs/05_gpt.ipynb #57634606
 class LayerNorm(nn.Module):
-    "Layer normalisation (@eq-layernorm) over the last dimension, with an optional bias."
+    "Layer normalisation over the last dimension, with an optional bias."
     def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
         self.eps = eps
@@ -96,7 +96,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 class RMSNorm(nn.Module):
-    "Root-mean-square normalisation (@eq-rmsnorm) over the last dimension."
+    "Root-mean-square normalisation over the last dimension."
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
@@ -115,7 +115,7 @@ def make_norm(cfg: GPTConfig, dim: int | None = None) -> nn.Module:
 
 # %% ../nbs/05_gpt.ipynb #afdd0ecd
 def gelu(x: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
-    "GELU, @eq-gelu with `approximate='tanh'` (GPT-2), or the exact x*Phi(x) with `approximate='none'`."
+    "GELU: the tanh approximation with `approximate='tanh'` (GPT-2), or the exact x*Phi(x) with `approximate='none'`."
     if approximate == "tanh":
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
     if approximate == "none":
@@ -197,7 +197,7 @@ class CausalSelfAttention(MultiHeadAttention):
 
 # %% ../nbs/05_gpt.ipynb #78745faf
 class Block(nn.Module):
-    "One pre-norm transformer block (@eq-block)."
+    "One pre-norm transformer block."
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
@@ -255,7 +255,7 @@ def count_params(cfg: GPTConfig) -> dict[str, int]:
 
 # %% ../nbs/05_gpt.ipynb #760c16ef
 def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> dict[str, int]:
-    "Forward and training FLOPs per token (@eq-flops) at context length `seq_len` (default block_size)."
+    "Forward and training FLOPs per token at context length `seq_len` (default block_size)."
     T = seq_len or cfg.block_size
     d, h, L, V = cfg.n_embd, cfg.hidden_dim, cfg.n_layer, cfg.vocab_size
     mat = L * (4 * d * d + (2 if cfg.mlp == "gelu" else 3) * d * h) + V * d

@@ -50,7 +50,7 @@ def train_flops(cfg: GPTConfig, tokens: float, seq_len: int | None = None) -> di
 # %% ../nbs/07_scaling_laws.ipynb #53aa67b0
 @dataclass
 class LossLaw:
-    "L(N, D) = E + A / N^alpha + B / D^beta (@eq-chinchilla)."
+    "L(N, D) = E + A / N^alpha + B / D^beta."
     E: float
     A: float
     B: float
@@ -87,7 +87,7 @@ def _objective(p: torch.Tensor, logN: torch.Tensor, logD: torch.Tensor, logL: to
 
 def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], delta: float = 1e-3,
                  starts: torch.Tensor | None = None, steps: int = 1500, polish: int = 4) -> LossLaw:
-    "Fit @eq-chinchilla to runs (N, D, L) as Hoffmann et al.'s approach 3: Huber loss on log L from a grid of starts."
+    "Fit L(N, D) = E + A / N^alpha + B / D^beta to runs (N, D, L) as Hoffmann et al.'s approach 3: Huber loss on log L from a grid of starts."
     logN, logD, logL = (torch.log(torch.as_tensor(np.asarray(x, dtype=float), dtype=torch.float64)) for x in (N, D, L))
     if len(logL) < 5: raise ValueError(f"a five-constant law needs at least 5 runs, got {len(logL)}")
     if starts is None:

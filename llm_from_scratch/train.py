@@ -33,7 +33,7 @@ __all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'CH6_TEST_RUN', 'lm_loss'
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    "Mean next-token cross-entropy (@eq-loss) of logits (B, T, V) against target ids (B, T); `ignore_index` targets are skipped."
+    "Mean next-token cross-entropy of logits (B, T, V) against target ids (B, T); `ignore_index` targets are skipped."
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
 
 def perplexity(loss: float | torch.Tensor) -> float:
@@ -42,7 +42,7 @@ def perplexity(loss: float | torch.Tensor) -> float:
 
 # %% ../nbs/06_pretraining.ipynb #adedb641
 class AdamW(torch.optim.Optimizer):
-    "Adam with decoupled weight decay (@eq-adamw). `foreach=True` does the same arithmetic on all tensors at once."
+    "Adam with decoupled weight decay. `foreach=True` does the same arithmetic on all tensors at once."
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, foreach: bool = True):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
@@ -104,7 +104,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 # %% ../nbs/06_pretraining.ipynb #f7550e3c
 def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
-    "Learning rate at (0-based) `step` (@eq-schedule): linear warmup for `warmup` steps, cosine decay to `min_lr` at `total`."
+    "Learning rate at (0-based) `step`: linear warmup for `warmup` steps, cosine decay to `min_lr` at `total`."
     if step < warmup: return max_lr * (step + 1) / warmup
     if step >= total: return min_lr
     progress = (step - warmup) / max(1, total - warmup)
@@ -510,7 +510,7 @@ def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None
     return total, n - 1
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:
-    "@eq-bpb: nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per byte."
+    "Nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per byte."
     return nats / math.log(2) / n_bytes
 
 def weights_digest(model: nn.Module) -> str:
@@ -521,7 +521,7 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 def heldout_bpb(model: GPT, batch_size: int = 64) -> dict[str, float]:
-    """@eq-bpb of `model` on the book's held-out split (chapter 1's val split concatenated, chapter 3's tokens), in windows
+    """Bits per byte of `model` on the book's held-out split (chapter 1's val split concatenated, chapter 3's tokens), in windows
     of the model's block advancing by half a block. Cached by the weights and the split, so each model is scored once."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     name = f"scores/heldout-{weights_digest(model)[:16]}-{corpus_checksum('val')[:12]}.json"
@@ -541,7 +541,7 @@ def compressor_bpb(data: bytes) -> dict[str, float]:
 # %% ../nbs/07_scaling_laws.ipynb #3c4743eb
 def orthogonalize(G: torch.Tensor, steps: int = 5, coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
                   eps: float = 1e-7) -> torch.Tensor:
-    "About U V^T for G = U S V^T: `steps` iterations of @eq-newton-schulz from G scaled to singular values <= 1."
+    "About U V^T for G = U S V^T: `steps` Newton-Schulz iterations from G scaled to singular values <= 1."
     X = G.to(torch.promote_types(G.dtype, torch.float32))   # float32, or float64 for the tests
     tall = X.shape[-2] > X.shape[-1]
     if tall: X = X.mT                                  # iterate on the wide side: X X^T is the smaller Gram matrix
@@ -553,7 +553,7 @@ def orthogonalize(G: torch.Tensor, steps: int = 5, coeffs: tuple[float, float, f
     return (X.mT if tall else X).to(G.dtype)
 
 class Muon(AdamW):
-    """Muon (@eq-muon) for the parameter groups marked `muon=True` (2-D weight matrices), this book's AdamW for the
+    """Muon for the parameter groups marked `muon=True` (2-D weight matrices), this book's AdamW for the
     others. Muon groups take `lr`, `momentum`, `weight_decay`, `nesterov` and `ns_steps`."""
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):

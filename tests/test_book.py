@@ -415,3 +415,14 @@ def test_execute_flag_reports_a_failing_chapter(tmp_path):
     assert "NameError: name 'colored' is not defined" in r.stderr and "\x1b[" not in r.stderr.split("failed while")[1]
     assert (root / "nbs" / "01_feat.ipynb").read_text() == before
     assert not (root / "fixture.pdf").exists()
+
+
+def test_no_cross_reference_markup_in_code():
+    "Code listings print verbatim: an `@eq-...` in a docstring would reach the page as markup, not as a reference."
+    spec = book.read_spec(ROOT)
+    for rel in spec.all_chapters:
+        for c in json.loads((ROOT / rel).read_text())["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] != "code" or rel.stem == "14_book": continue     # the builder's own tests quote markup
+            code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("#|"))   # captions may cite
+            assert not re.search(r"@(eq|fig|tbl|sec)-\w", code), f"{rel}: {src[:120]}"
