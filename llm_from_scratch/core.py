@@ -31,8 +31,8 @@ C = TypeVar("C")
 
 # %% auto #0
 __all__ = ['T', 'C', 'SCALES', 'get_device', 'seed_everything', 'scale', 'at_scale', 'UserError', 'clean_stale_temps',
-           'atomic_path', 'atomic_write', 'folder_lock', 'cache_dir', 'cached', 'project_root', 'figure_path', 'coerce',
-           'Config', 'Progress']
+           'atomic_path', 'atomic_write', 'folder_lock', 'cache_dir', 'cached', 'project_root', 'figure_path',
+           'display_path', 'coerce', 'Config', 'Progress']
 
 # %% ../nbs/00_core.ipynb #361663e1
 def get_device(prefer: str | None = None) -> torch.device:
@@ -210,6 +210,19 @@ def figure_path(name: str) -> Path:
     p = (root / "figures" if scale() == "book" else cache_dir("figures")) / name
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
+
+# %% ../nbs/00_core.ipynb #81147314
+def display_path(path: str | Path) -> str:
+    """`path` as the book prints it: `<cache>/...` inside the artefact cache, relative inside the project, `<tmp>/...`
+    inside a temporary folder (without the folder's random name), `~/...` inside the home folder, else as it is."""
+    import tempfile
+    p = Path(path).expanduser().resolve()
+    cache, root, tmp, home = (cache_dir(create=False).resolve(), project_root(), Path(tempfile.gettempdir()).resolve(),
+                              Path.home().resolve())
+    if p.is_relative_to(cache): return "/".join(("<cache>", *p.relative_to(cache).parts))
+    if root is not None and p.is_relative_to(root): return p.relative_to(root).as_posix() or "."
+    if p.is_relative_to(tmp): return "/".join(("<tmp>", *p.relative_to(tmp).parts[1:]))   # without the random name
+    return "~/" + p.relative_to(home).as_posix() if p.is_relative_to(home) else str(p)
 
 # %% ../nbs/00_core.ipynb #b7b79ca5
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

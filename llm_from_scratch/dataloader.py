@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .core import UserError, at_scale, atomic_write, cache_dir, cached
+from .core import UserError, at_scale, atomic_write, cache_dir, cached, display_path
 from .data import sha256_file
 
 # %% auto #0
@@ -232,7 +232,7 @@ class TokenShards:
     def __getstate__(self) -> dict: return {**self.__dict__, "_maps": None}   # reopen maps in the receiving process
 
     def __repr__(self) -> str:
-        return (f"TokenShards({str(self.path)!r}: {len(self):,} tokens in {len(self.files)} shards, "
+        return (f"TokenShards({display_path(self.path)!r}: {len(self):,} tokens in {len(self.files)} shards, "
                 f"{self.n_docs:,} documents, {self.dtype.name}, vocab {self.vocab_size:,})")
 
 # %% ../nbs/03_dataloader.ipynb #b927c28d
