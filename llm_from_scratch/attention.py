@@ -138,11 +138,12 @@ def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str], titles: 
     if T > max_tokens:
         raise ValueError(f"{T} positions are too many to label (max_tokens={max_tokens}); slice weights and tokens")
     if titles is not None and len(titles) != H: raise ValueError(f"{len(titles)} titles for {H} heads")
-    ncols = min(H, ncols or 4)
+    ncols = min(H, ncols or 2)
     nrows = math.ceil(H / ncols)
+    size = min(size, (6.5 - 0.8) / ncols)                              # the whole figure fits the page's 6.5 inches
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.8, size * nrows), squeeze=False)
     labels = [repr(t)[1:-1].replace(" ", "\u2423") for t in tokens]   # make spaces (␣) and newlines (\n) visible
-    fs = max(4, min(9, 200 // T))
+    fs = max(7, min(9, 200 // T))                                       # never under 7 points in print
     for h, ax in enumerate(axes.flat):
         if h >= H: ax.axis("off"); continue
         im = ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=1.0)

@@ -25,12 +25,13 @@ import yaml
 from .core import UserError, atomic_path
 
 # %% auto #0
-__all__ = ['XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError', 'BookSpec',
-           'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options', 'clean_text', 'fence',
-           'doc_markdown', 'Converter', 'convert_markdown', 'notebook_to_markdown', 'references', 'bib_keys',
-           'check_references', 'latex_escape', 'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex',
-           'pandoc_args', 'build_pdf', 'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters',
-           'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
+__all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError',
+           'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options',
+           'clean_text', 'fence', 'doc_markdown', 'print_width', 'Converter', 'convert_markdown',
+           'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape', 'write_qr',
+           'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf', 'quarto_notebook',
+           'stage_quarto', 'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book', 'module_homes',
+           'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -226,6 +227,17 @@ def doc_markdown(md: str) -> str:
     return re.sub(r"(?m)^(#{1,6} [^\n{]*?)[ \t]*$", r"\1 {.unnumbered .unlisted}", md)
 
 # %% ../nbs/14_book.ipynb #87370d93
+TEXT_WIDTH_IN = 6.3              # A4 with 2.5 cm margins: 16 cm of text
+
+def print_width(png: bytes, default: str = "85%") -> str:
+    """The width at which a PNG prints: its own size (pixels / the dots per inch matplotlib records in the `pHYs`
+    chunk), so that a 9-point label prints at 9 points; shrunk to the text width if wider; `default` without `pHYs`."""
+    i = png.find(b"pHYs")
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or i < 0 or png[i + 12] != 1: return default   # unit 1: per metre
+    dpi = int.from_bytes(png[i + 4:i + 8], "big") * 0.0254
+    inches = int.from_bytes(png[16:20], "big") / dpi
+    return f"{min(inches, TEXT_WIDTH_IN):.2f}in"
+
 @dataclass
 class Converter:
     "Turns processed notebooks into pandoc markdown, writing output images into `media`."
@@ -256,7 +268,7 @@ class Converter:
         for mime, ext in (("image/png", "png"), ("image/jpeg", "jpg")):
             if mime in data:
                 p = self.image(_text(data[mime]).replace("\n", ""), ext)
-                width = opts.get("out-width") or "85%"
+                width = opts.get("out-width") or print_width(p.read_bytes())
                 if fig:
                     lab, cap = fig.pop("label", None), fig.pop("cap", "")
                     attrs = (f"#{lab} " if lab else "") + f'width="{width}"'

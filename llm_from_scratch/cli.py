@@ -320,7 +320,7 @@ def train(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     from llm_from_scratch.core import atomic_path
     fig = plot_metrics(out / "metrics.jsonl", title=f"{data.name}, {res['model'].num_params():,} parameters")
-    with atomic_path(out / "loss.png") as tmp: fig.savefig(tmp, dpi=150, format="png")
+    with atomic_path(out / "loss.png") as tmp: fig.savefig(tmp, dpi=300, format="png")
     plt.close(fig)
     print(f"{res['steps']} steps, train loss {res['train_loss']:.4f}, val loss {res['val_loss']:.4f} "
           f"(perplexity {perplexity(res['val_loss']):.2f}), {res['tok_per_s']:,.0f} tokens/s; run folder {out}")

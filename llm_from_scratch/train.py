@@ -389,7 +389,7 @@ def plot_metrics(records: list[dict] | str | Path, title: str | None = None, smo
     if not isinstance(records, list): records = read_metrics(records)
     if not records: raise ValueError("the metrics log is empty: nothing to plot")
     steps = np.array([r["step"] for r in records]); loss = np.array([r["loss"] for r in records])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), gridspec_kw={"width_ratios": [3, 1.3]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.5, 2.6), gridspec_kw={"width_ratios": [3, 1.3]})
     ax.plot(steps, loss, color="C0", alpha=0.25, lw=0.8, label="train (per step)")
     if len(loss) >= smooth:
         ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, "valid"), color="C0", label=f"train ({smooth}-step mean)")
