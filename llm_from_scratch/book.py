@@ -27,7 +27,7 @@ from .core import UserError, atomic_path
 # %% auto #0
 __all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError',
            'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options',
-           'clean_text', 'fence', 'doc_markdown', 'print_width', 'Converter', 'convert_markdown',
+           'clean_text', 'fence', 'doc_markdown', 'print_width', 'Converter', 'convert_markdown', 'merge_streams',
            'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape', 'write_qr',
            'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf', 'quarto_notebook',
            'stage_quarto', 'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book', 'module_homes',
@@ -307,6 +307,16 @@ def convert_markdown(src: str, conv: Converter) -> str:
     return _re_img.sub(img, src)
 
 # %% ../nbs/14_book.ipynb #79ec995e
+def merge_streams(outputs: list[dict]) -> list[dict]:
+    """Consecutive outputs of the same stream joined into one, so that a progress bar that redrew itself in many
+    messages (each starting with a carriage return) is typeset as its final state only (`clean_text`)."""
+    out: list[dict] = []
+    for o in outputs:
+        if out and o.get("output_type") == "stream" and out[-1].get("output_type") == "stream" and out[-1].get("name") == o.get("name"):
+            out[-1] = {**out[-1], "text": _text(out[-1].get("text")) + _text(o.get("text"))}
+        else: out.append(o)
+    return out
+
 def notebook_to_markdown(nb: dict, conv: Converter, unnumbered: bool = False) -> str:
     "Pandoc markdown for a processed notebook `nb`: one chapter."
     parts, title, desc = [], None, ""
@@ -330,7 +340,7 @@ def notebook_to_markdown(nb: dict, conv: Converter, unnumbered: bool = False) ->
         lab = str(opts.get("label", ""))
         fig = {"cap": str(opts.get("fig-cap", ""))} if lab.startswith("fig-") or opts.get("fig-cap") else {}
         if lab.startswith("fig-"): fig["label"] = lab
-        outs = [conv.output(o, opts, fig) for o in cell.get("outputs", [])]
+        outs = [conv.output(o, opts, fig) for o in merge_streams(cell.get("outputs", []))]
         if lab.startswith("fig-") and fig:
             raise BookError(f"{conv.name}: the cell labelled {lab!r} has a figure caption but no image output; "
                             "run the notebook so the figure is stored, or remove the label.")
