@@ -429,6 +429,7 @@ end
 
 # %% ../nbs/14_book.ipynb #fdad2f25
 LATEX_HEADER = r'''
+\let\llmfsmainmatter\mainmatter\renewcommand{\mainmatter}{}
 \usepackage{fvextra}
 \RecustomVerbatimEnvironment{Highlighting}{Verbatim}{commandchars=\\\{\},breaklines,breakanywhere,fontsize=\small}
 \DefineVerbatimEnvironment{CellOutput}{Verbatim}{breaklines,breakanywhere,fontsize=\small,frame=leftline,framerule=1.2pt,rulecolor=\color{gray!60},xleftmargin=4pt,framesep=6pt}
@@ -498,14 +499,11 @@ def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
             text = src.read_text(encoding="utf-8")
             text = re.sub(r"^---\n.*?\n---\n", "", text, flags=re.S)
             md = convert_markdown(text, conv)
-        if i == 0 and rel.stem == "index": md += "\n```{=latex}\n\\mainmatter\n```\n"
+        if i == 0 and rel.stem == "index": md += "\n```{=latex}\n\\llmfsmainmatter\n```\n"   # after the preface
         m = re.match(r"(\d+)_", rel.name)
         if m and rel in spec.chapters: md = f"```{{=latex}}\n\\setcounter{{chapter}}{{{int(m.group(1)) - 1}}}\n```\n\n" + md
         if spec.appendices and rel == spec.appendices[0]: md = "```{=latex}\n\\appendix\n```\n\n" + md
         out[rel.as_posix()] = md
-    if spec.bibliography:                 # the bibliography as an unnumbered chapter of the back matter, headed as such
-        out["references"] = ("```{=latex}\n\\backmatter\n```\n\n# References {.unnumbered}\n\n```{=latex}\n"
-                             "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")
     return out
 
 # %% ../nbs/14_book.ipynb #c8ac05dd
@@ -559,7 +557,7 @@ def pandoc_args(spec: BookSpec, build: Path) -> list[str]:
     pdf = spec.pdf
     mono = "DejaVu Sans Mono" if _has_font("DejaVu Sans Mono") else "Latin Modern Mono"
     args = [_pandoc_path(), "book.md", "-f", "markdown+raw_tex+tex_math_dollars", "-t", "latex", "-s", "-o", "book.tex",
-            "--top-level-division=chapter", "--number-sections", "--toc", f"--toc-depth={pdf.get('toc-depth', 1)}",
+            "--top-level-division=chapter", "--number-sections", "--toc", f"--toc-depth={pdf.get('toc-depth', 2)}",
             "--lua-filter=book.lua", "-H", "header.tex", "-B", "before.tex",
             "-V", f"documentclass={pdf.get('documentclass', 'book')}",
             "-V", f"classoption={','.join(_as_list(pdf.get('classoption')) or ['oneside', 'openany'])}",
@@ -587,7 +585,8 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
     check_references(chapters, bib_keys(spec.root / spec.bibliography) if spec.bibliography else set())
     body = "\n\n".join(chapters.values())
     if spec.bibliography:
-        body += "\n\n```{=latex}\n\\backmatter\n```\n\n# References {.unnumbered}\n\n::: {#refs}\n:::\n"
+        body += ("\n\n```{=latex}\n\\backmatter\n```\n\n# References {.unnumbered}\n\n```{=latex}\n"   # its own header,
+                 "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")                 # not Appendix A's
     (build / "book.md").write_text(body, encoding="utf-8")
     (build / "book.lua").write_text(LUA_FILTER, encoding="utf-8")
     (build / "header.tex").write_text(LATEX_HEADER, encoding="utf-8")
@@ -636,6 +635,7 @@ def quarto_notebook(nb: dict, preface: bool = False, next_chapter: int | None = 
                 head = f"# {fm.get('title', 'Preface')} {{.unnumbered}}" + (f"\n\n{fm['description']}" if fm.get("description") else "")
                 nb["cells"][i] = {"cell_type": "markdown", "metadata": {}, "source": head}
                 break
+    if preface: nb["cells"].append(_latex_cell("\\llmfsmainmatter"))           # arabic page numbers from here
     if next_chapter is not None: nb["cells"].append(_latex_cell(f"\\setcounter{{chapter}}{{{next_chapter - 1}}}"))
     seen: set[str] = set()
     for i, c in enumerate(nb["cells"]):              # nbformat 4.5 wants a unique id on every cell

@@ -132,6 +132,10 @@ def test_toc_lists_chapters_in_order(built):
     pos = [toc.find(t) for t in order]
     assert all(p >= 0 for p in pos), toc
     assert pos == sorted(pos), toc
+    lay = pdftext(res.pdf, "-layout", "-f", "2", "-l", "2")
+    assert re.search(r"Fixture Preface[ .]*[ivx]+\s*$", lay, re.M), "the preface is front matter: roman page numbers"
+    assert re.search(r"1 Feature Chapter[ .]*1\s*$", lay, re.M), "chapter 1 starts at page 1"
+    assert "Cross-references" in toc, "the contents list sections too"
 
 
 @needs_tex
