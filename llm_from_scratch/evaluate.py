@@ -39,20 +39,24 @@ __all__ = ['Scorer', 'SOCKET_PRELUDE', 'DOCTEST_RUNNER', 'PROMPT_CHARS', 'FIELD_
            'report_markdown', 'report_figure', 'write_report']
 
 # %% ../nbs/13_evaluation.ipynb #2d3adf2e
+_BASELINES: dict[str, Any] = {}
+
 def ngram_baseline(max_train_bytes: int | None = None, orders: Sequence[int] = range(2, 9)) -> Any:
     """Chapter 7's n-gram baseline: a Kneser-Ney byte model whose order is chosen on the last tenth of the training
     text (the first 2 MB at test scale, 30 MB at book scale), then fitted on all of it. The chosen order is cached."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.ngram import KneserNey, choose_order
     limit = max_train_bytes or at_scale(2_000_000, 30_000_000)
+    name = f"eval/ngram-order-{corpus_checksum('train')[:12]}-{limit}-{min(orders)}-{max(orders)}.json"
+    if name in _BASELINES: return _BASELINES[name]              # fitted once per process: it takes a while
     train = "".join(iter_texts("train")).encode("utf-8")[:limit]
     def build(tmp: Path) -> None:
         cut = len(train) * 9 // 10
         order, scores = choose_order(train[:cut], train[cut:], orders)
         tmp.write_text(json.dumps({"order": order, "scores": scores}))
-    name = f"eval/ngram-order-{corpus_checksum('train')[:12]}-{limit}-{min(orders)}-{max(orders)}.json"
     order = json.loads(cached(name, build).read_text())["order"]
-    return KneserNey(order).fit(train)
+    _BASELINES[name] = KneserNey(order).fit(train)
+    return _BASELINES[name]
 
 def per_unit(nats: float, units: int, n_bytes: int) -> dict[str, float]:
     "The same total loss `nats` over a text of `n_bytes` bytes cut into `units` units (tokens, bytes): both yardsticks."
@@ -802,7 +806,7 @@ def report_figure(rows: Sequence[dict]) -> Any:
     import matplotlib.pyplot as plt
     metrics = [k for k in rows[0] if k != "model"]
     ncols = min(5, len(metrics)); nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.2, 0.25 * len(rows) * nrows + 0.9 * nrows), sharey=True,
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5, 0.25 * len(rows) * nrows + 0.9 * nrows), sharey=True,
                              squeeze=False)
     for ax in axes.flat[len(metrics):]: ax.axis("off")
     for ax, m in zip(axes.flat, metrics):
