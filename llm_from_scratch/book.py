@@ -27,11 +27,11 @@ from .core import UserError, atomic_path
 # %% auto #0
 __all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError',
            'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options',
-           'clean_text', 'fence', 'doc_markdown', 'print_width', 'Converter', 'convert_markdown', 'merge_streams',
-           'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape', 'write_qr',
-           'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf', 'quarto_notebook',
-           'stage_quarto', 'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book', 'module_homes',
-           'ModuleHomes']
+           'clean_text', 'fence', 'doc_markdown', 'table_markdown', 'print_width', 'Converter', 'convert_markdown',
+           'merge_streams', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape',
+           'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
+           'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book',
+           'module_homes', 'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -211,20 +211,70 @@ def _pandoc_path() -> str:
         if p: return p
         raise BookError("pandoc was not found: install the `pypandoc-binary` package (pip install pypandoc-binary).") from None
 
-def _html_table_to_markdown(html: str) -> str:
-    "Convert an HTML table (e.g. a pandas DataFrame) to a pandoc pipe/grid table."
-    html = re.sub(r"<style.*?</style>", "", html, flags=re.S)
-    r = subprocess.run([_pandoc_path(), "-f", "html", "-t", "markdown-raw_html-native_divs-native_spans-fenced_divs-bracketed_spans-raw_attribute",
-                        "--columns=200"], input=html, capture_output=True, text=True)
-    if r.returncode: raise BookError(f"pandoc could not convert an HTML table output: {r.stderr.strip()}")
-    return r.stdout.strip()
-
 def _text(x: Any) -> str: return "".join(x) if isinstance(x, list) else str(x or "")
 
 def doc_markdown(md: str) -> str:
     "Markdown output (such as nbdev's `show_doc`) made to fit in a chapter: no rules, unnumbered headings kept out of the contents."
     md = re.sub(r"(?m)^-{3,}[ \t]*$", "", md)
     return re.sub(r"(?m)^(#{1,6} [^\n{]*?)[ \t]*$", r"\1 {.unnumbered .unlisted}", md)
+
+# %% ../nbs/14_book.ipynb #81091338
+from html.parser import HTMLParser
+
+class _Table(HTMLParser):
+    "The header and body rows (cell texts) of the first HTML table in a document."
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.head: list[list[str]] = []; self.body: list[list[str]] = []
+        self.part, self.row, self.cell, self.done = None, None, None, False
+    def handle_starttag(self, tag, attrs):
+        if self.done: return
+        if tag in ("thead", "tbody"): self.part = tag
+        elif tag == "tr": self.row = []
+        elif tag in ("td", "th") and self.row is not None: self.cell = []
+        elif tag == "br" and self.cell is not None: self.cell.append(" ")
+    def handle_endtag(self, tag):
+        if self.done: return
+        if tag in ("td", "th") and self.cell is not None:
+            self.row.append("".join(self.cell)); self.cell = None
+        elif tag == "tr" and self.row is not None:
+            (self.head if self.part == "thead" else self.body).append(self.row); self.row = None
+        elif tag == "table": self.done = True
+    def handle_data(self, data):
+        if self.cell is not None: self.cell.append(data)
+
+def _visible(text: str) -> str:
+    "A cell's text for the page: spaces that would vanish (leading, trailing, repeated, non-breaking) drawn as ␣, in code."
+    t = text.replace("\xa0", " ").strip("\n")
+    if t and (t != t.strip(" ") or "  " in t):
+        t = re.sub(r"^ +| +$| {2,}", lambda m: "\u2423" * len(m.group(0)), t)
+        return f"`{t}`" if "`" not in t else t
+    return t.replace("|", "\\|")
+
+def table_markdown(html: str, caption: str = "", label: str = "") -> str:
+    """A pandoc pipe table (typeset with booktabs rules, captioned and numbered when `caption` is given) from an HTML
+    table such as pandas writes: a named index's extra header row folded into the first, numbers right-aligned, and
+    whitespace that matters (token strings) made visible."""
+    t = _Table(); t.feed(html)
+    if not t.head and t.body: t.head, t.body = t.body[:1], t.body[1:]
+    if not t.head: raise BookError("an HTML table output has no rows")
+    head = t.head
+    if len(head) == 2 and head[1] and head[1][0].strip() and not any(x.strip() for x in head[1][1:]) and not head[0][0].strip():
+        head = [[head[1][0]] + head[0][1:]]                     # pandas: the index's name sits in a second header row
+    if (all(not h[0].strip() for h in head) and t.body
+            and [r[0].strip() for r in t.body] == [str(i) for i in range(len(t.body))]):
+        head, t.body = [h[1:] for h in head], [r[1:] for r in t.body]   # pandas' default index 0, 1, ...: no column
+    width = max(len(r) for r in head + t.body)
+    cols = [" ".join(h[j].strip() for h in head if j < len(h) and h[j].strip()) for j in range(width)]
+    body = [r + [""] * (width - len(r)) for r in t.body]
+    num = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^$", re.I)
+    right = [all(num.match(r[j].strip()) for r in body) and any(r[j].strip() for r in body) for j in range(width)]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cols) + " |",
+             "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
+    lines += ["| " + " | ".join(_visible(x) for x in r) + " |" for r in body]
+    out = "\n".join(lines)
+    if caption or label: out += f"\n\n: {caption}" + (f" {{#{label}}}" if label else "")
+    return out
 
 # %% ../nbs/14_book.ipynb #87370d93
 TEXT_WIDTH_IN = 6.3              # A4 with 2.5 cm margins: 16 cm of text
@@ -282,10 +332,11 @@ class Converter:
         if "text/markdown" in data: return doc_markdown(_text(data["text/markdown"])) + "\n"
         html = _text(data.get("text/html"))
         if "<table" in html:
-            table = _html_table_to_markdown(html)
-            if opts.get("label", "").startswith("tbl-") or opts.get("tbl-cap"):
-                table += f"\n\n: {opts.get('tbl-cap', '')}" + (f" {{#{opts['label']}}}" if str(opts.get("label", "")).startswith("tbl-") else "")
-            return table + "\n"
+            lab = str(opts.get("label", ""))
+            if not opts.get("tbl-cap"):
+                raise BookError(f"{self.name}: a table output has no caption; give its cell `#| tbl-cap: \"...\"` "
+                                "(and `#| label: tbl-...` to refer to it)")
+            return table_markdown(html, str(opts["tbl-cap"]), lab if lab.startswith("tbl-") else "") + "\n"
         if "text/plain" in data:
             txt = clean_text(_text(data["text/plain"]))
             return fence(txt, "cell-output") if txt.strip() else ""
@@ -627,6 +678,8 @@ def quarto_notebook(nb: dict, preface: bool = False, next_chapter: int | None = 
         for o in c.get("outputs", []) if c["cell_type"] == "code" else []:
             d = o.get("data") or {}
             if "text/markdown" in d: d["text/markdown"] = doc_markdown(_text(d["text/markdown"]))
+            elif "<table" in _text(d.get("text/html")):      # the same table as the pandoc path (Quarto adds the caption)
+                o["data"] = {"text/markdown": table_markdown(_text(d["text/html"]))}
     if preface:                        # Quarto numbers a title it reads from front matter; a heading can opt out
         for i, c in enumerate(nb["cells"]):
             m = re.match(r"^\s*---\n(.*?)\n---", _text(c["source"]), re.S) if c["cell_type"] == "raw" else None
