@@ -282,6 +282,8 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines when stderr is not a terminal")
     p.add_argument("--nproc", type=int, default=1, help="processes to train on (chapter 8: DistributedDataParallel "
                    "through torchrun; gloo on CPUs, NCCL on GPUs); must divide the batch size")
+    p.add_argument("--strategy", choices=("ddp", "fsdp2"), default="ddp",
+                   help="with --nproc: replicate the model (ddp) or shard it, its gradients and optimiser state (fsdp2)")
     lazy = "load" in PRESETS[dflt]                   # a preset planned on first use (chapter 7): not planned for --help
     base = {"model": {}, "train": {}} if lazy else PRESETS[dflt]
     for cls, sect in ((GPTConfig, "model"), (TrainConfig, "train")):
@@ -317,7 +319,7 @@ def train(args: argparse.Namespace) -> int:
         return _train_nproc(args, name, args.data or conf.get("data") or "default", model_cfg, cfg, out)
     if worker:
         res = train_distributed(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode,
-                                stop_after=args.stop_after, log_every=args.log_every)
+                                stop_after=args.stop_after, log_every=args.log_every, strategy=args.strategy)
         if res["rank"] != 0 or res["stopped"]: return 0
     else:
         print(f"llmfs train: preset {name}, {data.name}, run folder {out}", file=sys.stderr)
@@ -355,7 +357,7 @@ def _train_nproc(args: argparse.Namespace, preset: str, data_spec: str, model_cf
     atomic_write(out / "launch.json", json.dumps({"model": model_cfg.to_dict(), "train": cfg.to_dict()}, indent=1))
     print(f"llmfs train: preset {preset}, {data_spec}, {args.nproc} processes, run folder {out}", file=sys.stderr)
     cli = ["train", "--config", str(out / "launch.json"), "--preset", preset, "--data", data_spec, "--out", str(out),
-           "--sample", str(args.sample), "--log-every", str(args.log_every)]
+           "--sample", str(args.sample), "--log-every", str(args.log_every), "--strategy", args.strategy]
     cli += (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
     cli += ["--stop-after", str(args.stop_after)] if args.stop_after is not None else []
     torchrun(args.nproc, cli, log_path=out / "torchrun.log")

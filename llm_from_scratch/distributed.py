@@ -13,6 +13,7 @@ import io
 import os
 import queue
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -33,7 +34,7 @@ reduce_scatter_single = getattr(dist, "reduce_scatter_single", dist.reduce_scatt
 all_gather_single = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
 
 # %% auto #0
-__all__ = ['reduce_scatter_single', 'all_gather_single', 'COMM', 'free_port', 'init_process', 'Cluster', 'launch', 'whoami',
+__all__ = ['reduce_scatter_single', 'all_gather_single', 'COMM', 'free_port', 'init_process', 'Cluster', 'whoami',
            'collectives_demo', 'ring_all_reduce', 'ring_bytes', 'ring_check', 'collective_payloads', 'toy_config',
            'toy_batch', 'toy_model', 'toy_optimizer', 'single_process', 'allreduce_gradients', 'BucketedAllReduce',
            'data_parallel', 'summation_order_check', 'ZeRO1', 'held_bytes', 'PeakRSS', 'sharded', 'memory_formula',
@@ -53,7 +54,9 @@ def init_process(rank: int, world: int, port: int, timeout_s: float = 60.0) -> N
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
 
-def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any, results: Any) -> None:
+def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any, results: Any, log: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1); os.dup2(fd, 2)                  # the workers' own output goes to a log, not into the notebook
     torch.set_num_threads(1)                        # the ranks share the machine's cores
     init_process(rank, world, port, timeout_s)
     try:
@@ -72,14 +75,15 @@ class Cluster:
     """`nproc` worker processes on this machine, started once (spawned, so a worker imports the package afresh) and
     joined in one gloo process group. `run(fn, *args)` calls `fn(*args)` on every rank and returns their results in
     rank order; `fn` must be importable from the package. A rank that raises, dies or hangs past `timeout_s` stops
-    the cluster with a RuntimeError naming it."""
+    the cluster with a RuntimeError naming it; what the workers print goes to the file `self.log`."""
     def __init__(self, nproc: int, timeout_s: float = 60.0):
         if not isinstance(nproc, int) or nproc < 1: raise ValueError(f"nproc must be a positive int, got {nproc!r}")
         ctx = mp.get_context("spawn")
         self.nproc, self.timeout_s, self.port = nproc, timeout_s, free_port()
+        self.log = os.path.join(tempfile.gettempdir(), f"llmfs-cluster-{os.getpid()}-{self.port}.log")
         self.results, self.tasks = ctx.Queue(), [ctx.Queue() for _ in range(nproc)]
         self.procs = [ctx.Process(target=_worker, daemon=True,
-                                  args=(r, nproc, self.port, timeout_s, self.tasks[r], self.results))
+                                  args=(r, nproc, self.port, timeout_s, self.tasks[r], self.results, self.log))
                       for r in range(nproc)]
         saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
         os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"   # workers' large tensors come from and go back to the OS,
@@ -102,7 +106,7 @@ class Cluster:
                     code = self.procs[dead[0]].exitcode
                     self.close()
                     raise RuntimeError(f"rank {dead[0]} died (exit code {code}) during {fn.__name__}; "
-                                       f"the other ranks were stopped") from None
+                                       f"the other ranks were stopped (their output: {self.log})") from None
                 if give_up is not None and time.monotonic() > give_up: break
                 continue
             pending.discard(rank)
@@ -128,10 +132,6 @@ class Cluster:
 
     def __enter__(self) -> "Cluster": return self
     def __exit__(self, *exc) -> None: self.close()
-
-def launch(fn: Callable, nproc: int, *args: Any, timeout_s: float = 60.0) -> list[Any]:
-    "Start `nproc` ranks, run `fn(*args)` on each, stop them; the results in rank order."
-    with Cluster(nproc, timeout_s) as c: return c.run(fn, *args)
 
 # %% ../nbs/08_distributed.ipynb #9c5f0dde
 def whoami() -> tuple[int, int]:
@@ -630,7 +630,7 @@ def check_resume(out_dir: Any, nproc: int) -> None:
     from pathlib import Path
     ckpt = Path(out_dir) / "ckpt.pt"
     if not ckpt.is_file(): return
-    try: written_by = torch.load(ckpt, map_location="cpu", weights_only=True).get("world_size", 1)
+    try: written_by = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("world_size", 1)
     except Exception: return                                  # a damaged file: the run itself says so
     if written_by != nproc:
         raise UserError(f"{ckpt} was written by {written_by} process(es) and this run has {nproc}",
@@ -646,16 +646,21 @@ def check_split(batch_size: int, nproc: int) -> None:
 # %% ../nbs/08_distributed.ipynb #2aba346c
 def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, overwrite: bool = False,
                       progress: bool | str = True, stop_after: int | None = None, log_every: float = 10.0,
-                      timeout_s: float = 300.0) -> dict[str, Any]:
-    """Chapter 6's `train`, on each of torchrun's N processes with DistributedDataParallel: every rank draws the same
-    global batch and trains on its 1/N rows, so the run sees the data a single process with the same batch sees.
-    gloo on CPUs, NCCL on GPUs (one per process). Rank 0 logs, evaluates and writes the checkpoint, which records N and
-    every rank's random state: a run resumes exactly with the same N. A rank that dies or hangs makes the others fail
-    after `timeout_s` at most (torchrun stops them sooner)."""
+                      strategy: str = "ddp", timeout_s: float = 300.0) -> dict[str, Any]:
+    """Chapter 6's `train`, on each of torchrun's N processes, with DistributedDataParallel (`strategy` 'ddp') or FSDP2
+    ('fsdp2': each block and the whole model sharded): every rank draws the same global batch and trains on its 1/N
+    rows, so the run sees the data a single process with the same batch sees. gloo on CPUs, NCCL on GPUs (one per
+    process). Rank 0 logs and writes the checkpoint (whole tensors, as chapter 6's), which records N and every rank's
+    random state: a run resumes exactly with the same N. A rank that dies or hangs makes the others fail after
+    `timeout_s` at most (torchrun stops them sooner). Returns chapter 6's summary, with a whole model on rank 0."""
     from llm_from_scratch.train import check_data, resolve_dtype
     env = torchrun_env()
     if env is None: raise UserError("train_distributed runs inside torchrun's workers", "use llmfs train --nproc N")
     rank, world, local = env
+    if strategy not in ("ddp", "fsdp2"): raise UserError(f"unknown strategy {strategy!r}", "use ddp or fsdp2", code=2)
+    if strategy == "fsdp2" and cfg.optimizer == "muon":
+        raise UserError("FSDP2 shards every matrix across the ranks and Muon orthogonalises whole matrices",
+                        "use --strategy ddp with Muon, or --optimizer adamw with FSDP2", code=2)
     check_split(cfg.batch_size, world)
     check_data(data, model_cfg.block_size)
     device = get_device(cfg.device or None)
@@ -668,15 +673,36 @@ def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, o
             with folder_lock(out_dir, "a training run"):
                 dist.barrier()
                 return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device,
-                                  resolve_dtype(cfg.dtype, device))
+                                  resolve_dtype(cfg.dtype, device), strategy)
         dist.barrier()                                     # wait for rank 0 to hold the folder
         return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device,
-                          resolve_dtype(cfg.dtype, device))
+                          resolve_dtype(cfg.dtype, device), strategy)
     finally:
         dist.destroy_process_group()
 
 # %% ../nbs/08_distributed.ipynb #ed2fdff7
-def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device, dtype) -> dict[str, Any]:
+def _whole(t: Any) -> Any:
+    "A DTensor's whole tensor (a collective: every rank calls it); anything else as it is."
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+def _whole_optimizer_state(opt: torch.optim.Optimizer) -> dict:
+    sd = opt.state_dict()
+    return {"state": {i: {k: _whole(v) for k, v in st.items()} for i, st in sd["state"].items()},
+            "param_groups": sd["param_groups"]}
+
+def _shard_optimizer_state(sd: dict, opt: torch.optim.Optimizer) -> dict:
+    "Whole optimiser tensors cut to each parameter's layout (a DTensor parameter's shard; others as they are)."
+    from torch.distributed.tensor import distribute_tensor
+    params = [p for g in opt.param_groups for p in g["params"]]
+    def cut(i: int, v: Any) -> Any:
+        p = params[i]
+        if not (hasattr(p, "device_mesh") and isinstance(v, torch.Tensor) and v.shape == p.shape): return v
+        return distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
+    return {"state": {i: {k: cut(i, v) for k, v in st.items()} for i, st in sd["state"].items()},
+            "param_groups": sd["param_groups"]}
+
+def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device, dtype,
+               strategy) -> dict[str, Any]:
     import contextlib, math
     from pathlib import Path
     from torch.nn.parallel import DistributedDataParallel
@@ -692,10 +718,9 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
     dist.barrier()
     seed_everything(cfg.seed)                              # the same initial weights on every rank
     model = GPT(model_cfg).to(device)
-    opt = make_optimizer(model, cfg)
     data_gen = torch.Generator().manual_seed(cfg.seed)     # the same global batches on every rank
     seed_everything(cfg.seed + 1 + rank)                   # different dropout masks on different ranks
-    step, best_val, loss = 0, float("inf"), float("nan")
+    step, best_val, loss, state = 0, float("inf"), float("nan"), None
     if ckpt.exists():
         try: state = load_checkpoint(ckpt)
         except Exception as e:
@@ -706,22 +731,37 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
             raise UserError(f"{ckpt} was written by {written_by} process(es) and this run has {world}",
                             f"resume with --nproc {written_by}, or start afresh with --overwrite", code=2)
         check_compatible(state, model_cfg, cfg, data_identity(data))
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
+        model.load_state_dict(state["model"])
         data_gen.set_state(state["data"]["generator"]); set_rng_state(state["rng_ranks"][rank])
         step, best_val = state["step"], state["best_val"]
     elif rank == 0 and log.exists(): log.unlink()
     if rank == 0: _truncate_log(log, step)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if strategy == "fsdp2":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        mesh = init_device_mesh(device.type, (world,))
+        for blk in model.blocks: fully_shard(blk, mesh=mesh)
+        net = fully_shard(model, mesh=mesh)
+    else: net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = make_optimizer(model, cfg)                       # over the (possibly sharded) parameters
+    if state is not None:
+        opt.load_state_dict(_shard_optimizer_state(state["optimizer"], opt) if strategy == "fsdp2" else state["optimizer"])
     B, T, accum, b = cfg.batch_size, model_cfg.block_size, cfg.grad_accum, cfg.batch_size // world
+
+    def whole_state() -> tuple[dict, dict]:                # every rank calls it: FSDP2 gathers the shards
+        if strategy == "ddp": return model.state_dict(), opt.state_dict()
+        return {k: _whole(v) for k, v in model.state_dict().items()}, _whole_optimizer_state(opt)
 
     def checkpoint() -> None:
         rngs = [None] * world
         dist.all_gather_object(rngs, rng_state())          # every rank's random state, for an exact resumption
+        weights, opt_state = whole_state()
         if rank == 0:
             save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step, "best_val": best_val, "world_size": world,
-                                   "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
-                                   "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rngs[0],
-                                   "rng_ranks": rngs, "data": {"generator": data_gen.get_state(), "id": data_identity(data)}})
+                                   "strategy": strategy, "model_config": model_cfg.to_dict(),
+                                   "train_config": cfg.to_dict(), "model": weights, "optimizer": opt_state,
+                                   "rng": rngs[0], "rng_ranks": rngs,
+                                   "data": {"generator": data_gen.get_state(), "id": data_identity(data)}})
 
     mode = {True: "auto", False: "none"}.get(progress, progress) if rank == 0 else "none"
     bar = Progress(cfg.max_steps, f"training on {world} processes", unit="step", mode=mode, initial=step, every=log_every)
@@ -734,12 +774,14 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
         for i in range(accum):
             x, y = random_batch(data.train, B, T, data_gen, device)          # the global batch ...
             x, y = x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]   # ... this rank's rows
-            with net.no_sync() if i < accum - 1 else contextlib.nullcontext():   # all-reduce once per step
+            last = i == accum - 1                                            # synchronise once per step
+            if strategy == "fsdp2": net.set_requires_gradient_sync(last)
+            with net.no_sync() if strategy == "ddp" and not last else contextlib.nullcontext():
                 with autocast(device, dtype): micro = lm_loss(net(x), y)
                 (micro / accum).backward()
             local += micro.detach() / accum
         dist.all_reduce(local); loss = local.item() / world                  # the global batch's loss
-        gnorm = clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+        gnorm = _whole(clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))).item()
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             bar.close()
             raise NonFiniteLossError(f"training stopped at step {step + 1}: the loss is {loss} and the gradient norm "
@@ -750,7 +792,8 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
         elapsed = time.perf_counter() - t0
         rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens": step * B * T * accum,
                "time": elapsed, "tok_per_s": (step - steps0) * B * T * accum / max(elapsed, 1e-9), "nproc": world}
-        if rank == 0 and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
+        evaluating = step % cfg.eval_interval == 0 or step == cfg.max_steps
+        if evaluating and (rank == 0 or strategy == "fsdp2"):      # FSDP2: every rank takes part in the forward
             te = time.perf_counter()
             val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
             eval_s += time.perf_counter() - te
@@ -763,6 +806,10 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
         if (cfg.ckpt_interval and step % cfg.ckpt_interval == 0) or step == cfg.max_steps: checkpoint()
     bar.close()
     elapsed = time.perf_counter() - t0
+    if strategy == "fsdp2":                                # rank 0 returns a whole model, as chapter 6 does
+        weights, _ = whole_state()
+        model = GPT(model_cfg).to(device)
+        model.load_state_dict(weights)
     if rank == 0 and val is None: val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
     return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val, "seconds": elapsed, "rank": rank,
             "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "model": model, "out_dir": out_dir}
