@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import gc
 import io
 import os
 import queue
@@ -67,6 +68,7 @@ def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any, resu
                 results.put((rank, True, buf.getvalue()))
             except Exception as e:                  # reported to the parent, which stops the cluster
                 results.put((rank, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            gc.collect()                            # free what the task left in reference cycles (FSDP's hooks)
     finally:
         dist.destroy_process_group()
 
@@ -207,7 +209,7 @@ def collective_payloads(fn: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
             sizes[e.name[5:]] = sizes.get(e.name[5:], 0) + n
     return res, sizes
 
-# %% ../nbs/08_distributed.ipynb #81e97ec7
+# %% ../nbs/08_distributed.ipynb #880e0a75
 def toy_config(n_embd: int = 32, n_layer: int = 2, vocab_size: int = 64, block_size: int = 16) -> GPTConfig:
     "A small GPT for the equality experiments (no dropout: every rank must compute the same thing)."
     return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=4, n_embd=n_embd)
@@ -227,7 +229,7 @@ def toy_optimizer(model: nn.Module, lr: float = 1e-2) -> AdamW:
     "Chapter 6's AdamW over chapter 6's two parameter groups."
     return AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
 
-# %% ../nbs/08_distributed.ipynb #39a92eb3
+# %% ../nbs/08_distributed.ipynb #7896a81a
 def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1, seed: int = 0,
                    lr: float = 1e-2) -> dict[str, torch.Tensor]:
     """The reference: `steps` AdamW steps on the global batch in one process. With `pieces` > 1 each step backpropagates
@@ -244,7 +246,7 @@ def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1, seed
         opt.zero_grad(set_to_none=True)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
-# %% ../nbs/08_distributed.ipynb #d8862c83
+# %% ../nbs/08_distributed.ipynb #4906565d
 def allreduce_gradients(model: nn.Module) -> None:
     "Naive data parallelism: after backward, replace every gradient by its mean over the ranks, one tensor at a time."
     n = dist.get_world_size()
@@ -253,7 +255,7 @@ def allreduce_gradients(model: nn.Module) -> None:
             dist.all_reduce(p.grad)                      # sum over the ranks ...
             p.grad.div_(n)                               # ... then the mean
 
-# %% ../nbs/08_distributed.ipynb #7dd086f0
+# %% ../nbs/08_distributed.ipynb #bfcf7735
 class BucketedAllReduce:
     """Data parallelism that overlaps communication with backward: gradients are copied into flat buckets of about
     `bucket_bytes` as autograd produces them (last layers first), and a bucket's all-reduce starts, asynchronously, the
@@ -293,7 +295,7 @@ def _offsets(ps: list[torch.Tensor]) -> list[int]:
     for p in ps: out.append(o); o += p.numel()
     return out
 
-# %% ../nbs/08_distributed.ipynb #a6e0f120
+# %% ../nbs/08_distributed.ipynb #5867778e
 def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, lr: float = 1e-2,
                   bucket_bytes: int = 2**16) -> dict[str, Any]:
     """Run on every rank: `steps` AdamW steps, each rank on its 1/N slice of the global batch, the gradients averaged
@@ -329,7 +331,7 @@ def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int
     return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "payload": payload,
             "bucket_starts": starts}
 
-# %% ../nbs/08_distributed.ipynb #64469532
+# %% ../nbs/08_distributed.ipynb #4dd851af
 def summation_order_check(cfg: GPTConfig, batch: int, seed: int = 0) -> dict[str, float]:
     """Run on every rank: the first step's gradients averaged by gloo's all-reduce against the sum in rank order
     ((g0 + g1) + g2) + ... that one process accumulating the slices computes. Returns the largest difference and the
@@ -351,7 +353,7 @@ def summation_order_check(cfg: GPTConfig, batch: int, seed: int = 0) -> dict[str
     slack = (bound[diff > 0] / diff[diff > 0]).min().item() if (diff > 0).any() else float("inf")
     return {"max_diff": diff.max().item(), "differ": int((diff > 0).sum()), "of": diff.numel(), "slack": slack}
 
-# %% ../nbs/08_distributed.ipynb #97de4ef5
+# %% ../nbs/08_distributed.ipynb #2f05a7ae
 class ZeRO1:
     """A ZeRO stage-1 optimiser: every rank keeps the whole model and its gradients, but AdamW's moments only for its
     1/N of the parameters. The parameters and gradients live in two flat buffers (the model's tensors become views of
@@ -392,7 +394,7 @@ class ZeRO1:
     def zero_grad(self) -> None:
         self.grad.zero_()
 
-# %% ../nbs/08_distributed.ipynb #c96cf97b
+# %% ../nbs/08_distributed.ipynb #4c14f2ef
 def held_bytes(model: nn.Module, opt: Any) -> dict[str, int]:
     """Bytes of parameters, gradients and optimiser state this rank holds (a sharded DTensor counts its local shard;
     ZeRO-1's flat buffers count once)."""
@@ -409,6 +411,8 @@ def held_bytes(model: nn.Module, opt: Any) -> dict[str, int]:
 class PeakRSS:
     "The largest resident set size of this process inside the `with` block, above its size on entry (sampled every ms)."
     def __enter__(self) -> "PeakRSS":
+        gc.collect()                                              # what earlier work left in cycles is not ours,
+        _trim()                                                   # nor memory the C allocator kept after freeing it
         self.base = self.peak = _rss(); self._stop = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True); self._t.start()
         return self
@@ -419,6 +423,12 @@ class PeakRSS:
     @property
     def extra(self) -> int: return self.peak - self.base
 
+def _trim() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)                   # glibc: give free heap pages back to the OS
+    except (OSError, AttributeError): pass
+
 def _rss() -> int:
     try:
         with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -426,12 +436,12 @@ def _rss() -> int:
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-# %% ../nbs/08_distributed.ipynb #3f4e1384
+# %% ../nbs/08_distributed.ipynb #c96cf97b
 def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, lr: float = 1e-2) -> dict[str, Any]:
     """Run on every rank: like `data_parallel`, with the optimiser state sharded by `method`: 'zero1' (this chapter's
     ZeRO1), 'fsdp2' (torch's `fully_shard` on each block and the whole model), or, for comparison, 'replicated'
-    (naive data parallelism) or 'ddp'. Returns the final (full) weights, the bytes held, the peak RSS above the start and the bytes handed to
-    gloo in the last step (elements)."""
+    (naive data parallelism) or 'ddp'. Returns the final (full) weights, the bytes held, the peak RSS above the start
+    over every step but the last, and the elements handed to gloo in the last step (profiled)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
@@ -451,21 +461,21 @@ def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, 
         elif method == "replicated":                              # nothing sharded: naive data parallelism
             net, opt = model, toy_optimizer(model, lr)
         else: raise ValueError(f"unknown sharding method {method!r}")
-        payload: dict[str, int] = {}
-        for step in range(steps):
+        def one_step(step: int) -> dict[str, int]:
             x, y = toy_batch(step, batch, cfg, seed)
-            def one_step() -> None:
-                lm_loss(net(x.chunk(n)[r]), y.chunk(n)[r]).backward()
-                if method == "replicated": allreduce_gradients(model)
-                opt.step()
-            _, payload = collective_payloads(one_step) if step == steps - 1 else (one_step(), payload)
+            lm_loss(net(x.chunk(n)[r]), y.chunk(n)[r]).backward()
+            if method == "replicated": allreduce_gradients(model)
+            opt.step()
             held = held_bytes(model, opt)                         # gradients still there: the most held
             opt.zero_grad() if method == "zero1" else opt.zero_grad(set_to_none=True)
+            return held
+        for step in range(steps - 1): one_step(step)
+    held, payload = collective_payloads(lambda: one_step(steps - 1))   # the profiler's memory is not the method's
     full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).clone() for k, v in model.state_dict().items()}
     return {"weights": full, "held": held, "peak_rss": rss.extra, "payload": payload,
             "params": sum(p.numel() for p in toy_model(cfg, seed).parameters())}
 
-# %% ../nbs/08_distributed.ipynb #b57922eb
+# %% ../nbs/08_distributed.ipynb #3f4e1384
 def memory_formula(n_params: int, nproc: int, method: str) -> dict[str, float]:
     """Bytes per rank of float32 parameters, gradients and AdamW's two moments for `n_params` parameters on `nproc`
     ranks: replicated (and DDP) keep 4P + 4P + 8P, ZeRO-1 shards the 8P, FSDP2 (ZeRO-3) shards all three."""
@@ -473,7 +483,7 @@ def memory_formula(n_params: int, nproc: int, method: str) -> dict[str, float]:
     share = {"replicated": (1, 1, 1), "ddp": (1, 1, 1), "zero1": (1, 1, 1 / N), "fsdp2": (1 / N, 1 / N, 1 / N)}[method]
     return {"parameters": 4 * P * share[0], "gradients": 4 * P * share[1], "optimizer": 8 * P * share[2]}
 
-# %% ../nbs/08_distributed.ipynb #0a714030
+# %% ../nbs/08_distributed.ipynb #32df82e2
 COMM: list[tuple[str, int]] = []        # (where, bytes) of every all-reduce the tensor-parallel layers make
 
 class _CopyToRanks(torch.autograd.Function):
@@ -492,7 +502,7 @@ class _SumOverRanks(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor: return g
 
-# %% ../nbs/08_distributed.ipynb #04e5d452
+# %% ../nbs/08_distributed.ipynb #0a714030
 class ColumnParallelLinear(nn.Module):
     "This rank's rows `rows` of a Linear layer's weight (its output features): y_r = x W_r^T + b_r, no communication."
     def __init__(self, full: nn.Linear, rows: torch.Tensor):
@@ -512,7 +522,7 @@ class RowParallelLinear(nn.Module):
         y = _SumOverRanks.apply(F.linear(x, self.weight))
         return y + self.bias if self.bias is not None else y
 
-# %% ../nbs/08_distributed.ipynb #63d27aa4
+# %% ../nbs/08_distributed.ipynb #04e5d452
 def head_rows(n_head: int, head_dim: int, rank: int, world: int) -> torch.Tensor:
     "Rows of the fused qkv weight that belong to this rank's heads: its queries, then its keys, then its values."
     per = n_head // world * head_dim
@@ -550,7 +560,7 @@ class TensorParallelBlock(nn.Module):
         h = _CopyToRanks.apply(self.norm2(x))
         return x + self.fc_out(F.gelu(self.fc(h), approximate=self.approximate))   # all-reduce 2
 
-# %% ../nbs/08_distributed.ipynb #64a8833d
+# %% ../nbs/08_distributed.ipynb #e4c85f92
 def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: a block and its tensor-parallel split on the same input; the largest differences
     of output, input gradient and weight gradients (each rank's slice against the same slice of the full gradient),
@@ -580,7 +590,7 @@ def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict
     return {"diffs": diffs, "scale": ref_out.abs().max().item(), "comm": list(COMM),
             "activation_bytes": batch * cfg.block_size * cfg.n_embd * 8}
 
-# %% ../nbs/08_distributed.ipynb #14e3c941
+# %% ../nbs/08_distributed.ipynb #4cea5d34
 def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: the same split through `torch.distributed.tensor.parallel.parallelize_module`
     (queries, keys, values and the MLP's first layer column-wise, the two output layers row-wise) against the unsplit
@@ -619,7 +629,7 @@ def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, An
     return {"diffs": diffs, "scale": ref.abs().max().item(), "payload": payload,
             "local_qkv": tuple(tp.attn.qkv.weight.to_local().shape)}
 
-# %% ../nbs/08_distributed.ipynb #76117532
+# %% ../nbs/08_distributed.ipynb #f0bb897c
 def torchrun_env() -> tuple[int, int, int] | None:
     "(rank, world size, local rank) when this process is one of torchrun's workers, else None."
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ: return None
@@ -643,7 +653,7 @@ def check_split(batch_size: int, nproc: int) -> None:
         raise UserError(f"--nproc {nproc} does not divide the batch size {batch_size}",
                         f"use a --nproc that divides it, or a --batch-size that is a multiple of {nproc}", code=2)
 
-# %% ../nbs/08_distributed.ipynb #2aba346c
+# %% ../nbs/08_distributed.ipynb #803a4d39
 def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, overwrite: bool = False,
                       progress: bool | str = True, stop_after: int | None = None, log_every: float = 10.0,
                       strategy: str = "ddp", timeout_s: float = 300.0) -> dict[str, Any]:
@@ -680,7 +690,7 @@ def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, o
     finally:
         dist.destroy_process_group()
 
-# %% ../nbs/08_distributed.ipynb #ed2fdff7
+# %% ../nbs/08_distributed.ipynb #2aba346c
 def _whole(t: Any) -> Any:
     "A DTensor's whole tensor (a collective: every rank calls it); anything else as it is."
     return t.full_tensor() if hasattr(t, "full_tensor") else t
@@ -814,7 +824,7 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
     return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val, "seconds": elapsed, "rank": rank,
             "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "model": model, "out_dir": out_dir}
 
-# %% ../nbs/08_distributed.ipynb #80e21d89
+# %% ../nbs/08_distributed.ipynb #f9597a9c
 def torchrun(nproc: int, cli_args: list[str], log_path: Any = None, env: dict[str, str] | None = None) -> int:
     """Run `llmfs CLI_ARGS` on `nproc` local processes through torchrun (`python -m torch.distributed.run`), a free
     port each time. The workers' one-line messages and progress pass through; torchrun's own report of a failed rank
