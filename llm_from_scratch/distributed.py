@@ -40,7 +40,8 @@ __all__ = ['reduce_scatter_single', 'all_gather_single', 'COMM', 'free_port', 'i
            'toy_batch', 'toy_model', 'toy_optimizer', 'single_process', 'allreduce_gradients', 'BucketedAllReduce',
            'data_parallel', 'summation_order_check', 'ZeRO1', 'held_bytes', 'PeakRSS', 'sharded', 'memory_formula',
            'ColumnParallelLinear', 'RowParallelLinear', 'head_rows', 'TensorParallelBlock', 'tensor_parallel_check',
-           'dtensor_check', 'torchrun_env', 'check_resume', 'check_split', 'train_distributed', 'torchrun']
+           'dtensor_check', 'pipeline_gpipe', 'gpipe_bubble', 'torchrun_env', 'check_resume', 'check_split',
+           'train_distributed', 'torchrun']
 
 # %% ../nbs/08_distributed.ipynb #815b64ae
 def free_port() -> int:
@@ -483,7 +484,7 @@ def memory_formula(n_params: int, nproc: int, method: str) -> dict[str, float]:
     share = {"replicated": (1, 1, 1), "ddp": (1, 1, 1), "zero1": (1, 1, 1 / N), "fsdp2": (1 / N, 1 / N, 1 / N)}[method]
     return {"parameters": 4 * P * share[0], "gradients": 4 * P * share[1], "optimizer": 8 * P * share[2]}
 
-# %% ../nbs/08_distributed.ipynb #32df82e2
+# %% ../nbs/08_distributed.ipynb #0a714030
 COMM: list[tuple[str, int]] = []        # (where, bytes) of every all-reduce the tensor-parallel layers make
 
 class _CopyToRanks(torch.autograd.Function):
@@ -502,7 +503,7 @@ class _SumOverRanks(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor: return g
 
-# %% ../nbs/08_distributed.ipynb #0a714030
+# %% ../nbs/08_distributed.ipynb #04e5d452
 class ColumnParallelLinear(nn.Module):
     "This rank's rows `rows` of a Linear layer's weight (its output features): y_r = x W_r^T + b_r, no communication."
     def __init__(self, full: nn.Linear, rows: torch.Tensor):
@@ -522,7 +523,7 @@ class RowParallelLinear(nn.Module):
         y = _SumOverRanks.apply(F.linear(x, self.weight))
         return y + self.bias if self.bias is not None else y
 
-# %% ../nbs/08_distributed.ipynb #04e5d452
+# %% ../nbs/08_distributed.ipynb #63d27aa4
 def head_rows(n_head: int, head_dim: int, rank: int, world: int) -> torch.Tensor:
     "Rows of the fused qkv weight that belong to this rank's heads: its queries, then its keys, then its values."
     per = n_head // world * head_dim
@@ -560,7 +561,7 @@ class TensorParallelBlock(nn.Module):
         h = _CopyToRanks.apply(self.norm2(x))
         return x + self.fc_out(F.gelu(self.fc(h), approximate=self.approximate))   # all-reduce 2
 
-# %% ../nbs/08_distributed.ipynb #e4c85f92
+# %% ../nbs/08_distributed.ipynb #64a8833d
 def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: a block and its tensor-parallel split on the same input; the largest differences
     of output, input gradient and weight gradients (each rank's slice against the same slice of the full gradient),
@@ -590,7 +591,7 @@ def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict
     return {"diffs": diffs, "scale": ref_out.abs().max().item(), "comm": list(COMM),
             "activation_bytes": batch * cfg.block_size * cfg.n_embd * 8}
 
-# %% ../nbs/08_distributed.ipynb #4cea5d34
+# %% ../nbs/08_distributed.ipynb #14e3c941
 def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: the same split through `torch.distributed.tensor.parallel.parallelize_module`
     (queries, keys, values and the MLP's first layer column-wise, the two output layers row-wise) against the unsplit
@@ -629,7 +630,48 @@ def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, An
     return {"diffs": diffs, "scale": ref.abs().max().item(), "payload": payload,
             "local_qkv": tuple(tp.attn.qkv.weight.to_local().shape)}
 
-# %% ../nbs/08_distributed.ipynb #f0bb897c
+# %% ../nbs/08_distributed.ipynb #76117532
+def pipeline_gpipe(cfg: GPTConfig, batch: int, micro: int, seed: int = 0) -> dict[str, Any]:
+    """Run on every rank: one GPipe step. Rank r holds blocks r L/N .. (r + 1) L/N (rank 0 also the embedding, the last
+    rank the final norm and the head); the batch is cut into `micro` micro-batches that flow forward through the ranks
+    one after another, then backward in the same order. Returns this rank's gradients, the seconds it computed and
+    the seconds the step took."""
+    r, n = dist.get_rank(), dist.get_world_size()
+    if cfg.n_layer % n or batch % micro: raise ValueError("N must divide the layers and micro the batch")
+    model = toy_model(cfg, seed)                      # every rank builds it, each keeps (computes with) its stage only
+    mine = model.blocks[r * cfg.n_layer // n:(r + 1) * cfg.n_layer // n]
+    x, y = toy_batch(0, batch, cfg, seed)
+    shape = (batch // micro, cfg.block_size, cfg.n_embd)
+    ins, outs, busy = [], [], 0.0
+    dist.barrier()                                    # the step starts together ...
+    t0 = time.perf_counter()
+    for xs, ys in zip(x.chunk(micro), y.chunk(micro)):                    # forward, micro-batch after micro-batch
+        h_in = None
+        if r > 0: h_in = torch.empty(shape); dist.recv(h_in, r - 1); h_in.requires_grad_()
+        t = time.perf_counter()
+        h = model.emb(xs) if r == 0 else h_in
+        for b in mine: h = b(h)
+        if r == n - 1: h = lm_loss(model.lm_head(model.norm_f(h)), ys) / micro
+        busy += time.perf_counter() - t
+        if r < n - 1: dist.send(h.detach(), r + 1)
+        ins.append(h_in); outs.append(h)
+    for h_in, h in zip(ins, outs):                                         # backward, in the same order
+        g = None
+        if r < n - 1: g = torch.empty(shape); dist.recv(g, r + 1)
+        t = time.perf_counter()
+        h.backward(g)
+        busy += time.perf_counter() - t
+        if r > 0: dist.send(h_in.grad, r - 1)
+    dist.barrier()                                    # ... and ends when the last rank is done
+    wall = time.perf_counter() - t0
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return {"grads": grads, "busy": busy, "wall": wall}
+
+def gpipe_bubble(n: int, micro: int) -> float:
+    "GPipe's idle fraction with N equal stages and m micro-batches: (N - 1) / (m + N - 1)."
+    return (n - 1) / (micro + n - 1)
+
+# %% ../nbs/08_distributed.ipynb #80e21d89
 def torchrun_env() -> tuple[int, int, int] | None:
     "(rank, world size, local rank) when this process is one of torchrun's workers, else None."
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ: return None
@@ -653,7 +695,7 @@ def check_split(batch_size: int, nproc: int) -> None:
         raise UserError(f"--nproc {nproc} does not divide the batch size {batch_size}",
                         f"use a --nproc that divides it, or a --batch-size that is a multiple of {nproc}", code=2)
 
-# %% ../nbs/08_distributed.ipynb #803a4d39
+# %% ../nbs/08_distributed.ipynb #e0597495
 def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, overwrite: bool = False,
                       progress: bool | str = True, stop_after: int | None = None, log_every: float = 10.0,
                       strategy: str = "ddp", timeout_s: float = 300.0) -> dict[str, Any]:
@@ -690,7 +732,7 @@ def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, o
     finally:
         dist.destroy_process_group()
 
-# %% ../nbs/08_distributed.ipynb #2aba346c
+# %% ../nbs/08_distributed.ipynb #1ff016f4
 def _whole(t: Any) -> Any:
     "A DTensor's whole tensor (a collective: every rank calls it); anything else as it is."
     return t.full_tensor() if hasattr(t, "full_tensor") else t
@@ -824,7 +866,7 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
     return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val, "seconds": elapsed, "rank": rank,
             "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "model": model, "out_dir": out_dir}
 
-# %% ../nbs/08_distributed.ipynb #f9597a9c
+# %% ../nbs/08_distributed.ipynb #2636d8f4
 def torchrun(nproc: int, cli_args: list[str], log_path: Any = None, env: dict[str, str] | None = None) -> int:
     """Run `llmfs CLI_ARGS` on `nproc` local processes through torchrun (`python -m torch.distributed.run`), a free
     port each time. The workers' one-line messages and progress pass through; torchrun's own report of a failed rank

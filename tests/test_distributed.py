@@ -213,3 +213,18 @@ def test_fsdp2_strategy_resumes_exactly(text, tmp_path):
     a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("whole", "run"))
     assert a["strategy"] == "fsdp2" and bitwise(a["model"], b["model"])          # bitwise: same N, same order
     assert all(isinstance(v, torch.Tensor) and not hasattr(v, "full_tensor") for v in a["model"].values())
+
+
+def test_gpipe_gradients_bitwise(two):
+    import dataclasses
+    from llm_from_scratch.distributed import gpipe_bubble, pipeline_gpipe, toy_batch
+    from llm_from_scratch.train import lm_loss
+    cfg = dataclasses.replace(toy_config(n_layer=4), tie_weights=False)
+    res = two.run(pipeline_gpipe, cfg, 8, 4)
+    model = toy_model(cfg)
+    x, y = toy_batch(0, 8, cfg)
+    for xs, ys in zip(x.chunk(4), y.chunk(4)): (lm_loss(model(xs), ys) / 4).backward()   # same micro-batches, same order
+    grads = {**res[0]["grads"], **res[1]["grads"]}
+    assert grads.keys() == {k for k, _ in model.named_parameters()}
+    assert all(torch.equal(grads[k], p.grad) for k, p in model.named_parameters())        # bitwise: no sum reordered
+    assert gpipe_bubble(2, 1) == 0.5 and gpipe_bubble(4, 12) == 0.2
