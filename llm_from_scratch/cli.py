@@ -280,6 +280,10 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", type=int, default=200, help="tokens to sample from the trained model (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines when stderr is not a terminal")
+    p.add_argument("--nproc", type=int, default=1, help="processes to train on (chapter 8: DistributedDataParallel "
+                   "through torchrun; gloo on CPUs, NCCL on GPUs); must divide the batch size")
+    p.add_argument("--strategy", choices=("ddp", "fsdp2"), default="ddp",
+                   help="with --nproc: replicate the model (ddp) or shard it, its gradients and optimiser state (fsdp2)")
     lazy = "load" in PRESETS[dflt]                   # a preset planned on first use (chapter 7): not planned for --help
     base = {"model": {}, "train": {}} if lazy else PRESETS[dflt]
     for cls, sect in ((GPTConfig, "model"), (TrainConfig, "train")):
@@ -309,9 +313,18 @@ def train(args: argparse.Namespace) -> int:
     model_cfg, cfg = preset_configs(name, data.vocab_size, over["model"], over["train"])
     out = Path(args.out or conf.get("out") or settings()["runs"] / args.name)
     mode = "none" if args.no_progress else "auto"
-    print(f"llmfs train: preset {name}, {data.name}, run folder {out}", file=sys.stderr)
-    res = train_run(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode, stop_after=args.stop_after,
-                    log_every=args.log_every)
+    from llm_from_scratch.distributed import torchrun_env, train_distributed
+    worker = torchrun_env() is not None               # one of torchrun's N processes (chapter 8)
+    if args.nproc != 1 and not worker:
+        return _train_nproc(args, name, args.data or conf.get("data") or "default", model_cfg, cfg, out)
+    if worker:
+        res = train_distributed(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode,
+                                stop_after=args.stop_after, log_every=args.log_every, strategy=args.strategy)
+        if res["rank"] != 0 or res["stopped"]: return 0
+    else:
+        print(f"llmfs train: preset {name}, {data.name}, run folder {out}", file=sys.stderr)
+        res = train_run(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode, stop_after=args.stop_after,
+                        log_every=args.log_every)
     if res["stopped"]:
         sys.stdout.flush(); sys.stderr.flush()
         os._exit(3)                                    # as abrupt as a crash: no cleanup, no final checkpoint
@@ -331,6 +344,26 @@ def train(args: argparse.Namespace) -> int:
         start = torch.zeros((1, 1), dtype=torch.long, device=g.device)
         ids = generate(res["model"], start, args.sample, temperature=0.8, top_k=50, generator=g)[0, 1:].tolist()
         print("sample:\n" + data.decode(ids))
+    return 0
+
+def _train_nproc(args: argparse.Namespace, preset: str, data_spec: str, model_cfg: Any, cfg: Any, out: Path) -> int:
+    "`llmfs train --nproc N`: check that N divides the batch, then run the same command on N processes by torchrun."
+    import json
+    from llm_from_scratch.core import atomic_write
+    from llm_from_scratch.distributed import check_resume, check_split, torchrun
+    check_split(cfg.batch_size, args.nproc)
+    if not args.overwrite: check_resume(out, args.nproc)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "launch.json", json.dumps({"model": model_cfg.to_dict(), "train": cfg.to_dict()}, indent=1))
+    print(f"llmfs train: preset {preset}, {data_spec}, {args.nproc} processes, run folder {out}", file=sys.stderr)
+    cli = ["train", "--config", str(out / "launch.json"), "--preset", preset, "--data", data_spec, "--out", str(out),
+           "--sample", str(args.sample), "--log-every", str(args.log_every), "--strategy", args.strategy]
+    cli += (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
+    cli += ["--stop-after", str(args.stop_after)] if args.stop_after is not None else []
+    torchrun(args.nproc, cli, log_path=out / "torchrun.log")
+    if args.stop_after is not None:
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(3)                                    # as the single-process run: as abrupt as a crash
     return 0
 
 
