@@ -302,7 +302,9 @@ def load_generator(checkpoint: str | Path | None = None, data: str | None = None
     if not path.exists():
         raise UserError(f"no checkpoint at {path}", "give a run folder written by 'llmfs train' or its ckpt.pt", code=2)
     try: state = load_checkpoint(path)
-    except Exception as e: raise UserError(str(e), "give a checkpoint written by 'llmfs train'", code=2) from None
+    except Exception as e:                                   # damaged, foreign, or a pickle that would run code
+        raise UserError(f"{path} is damaged or not a checkpoint of this book ({type(e).__name__})",
+                        "give a checkpoint written by 'llmfs train'", code=2) from None
     try:
         model = GPT(GPTConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
