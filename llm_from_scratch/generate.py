@@ -173,7 +173,7 @@ def pad_positions_mask(pads: torch.Tensor, T: int, S: int) -> tuple[torch.Tensor
     return positions, (causal & (real | itself))[:, None]                   # (B, T), (B, 1, T, S)
 
 # %% ../nbs/09_inference.ipynb #5a276951
-@torch.no_grad()
+@torch.inference_mode()                # like no_grad, and tensors skip autograd's version counters: a few % faster
 def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None = None,
            use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) at each of up to `max_new_tokens` steps. Rows are left-padded and
