@@ -430,3 +430,13 @@ def test_no_cross_reference_markup_in_code():
             if c["cell_type"] != "code" or rel.stem == "14_book": continue     # the builder's own tests quote markup
             code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("#|"))   # captions may cite
             assert not re.search(r"@(eq|fig|tbl|sec)-\w", code), f"{rel}: {src[:120]}"
+
+
+def test_no_bare_signature_boxes():
+    "A public function exported with `#| export` shows in the PDF as a signature box without its code: show the code."
+    for rel in book.read_spec(ROOT).all_chapters:
+        for c in json.loads((ROOT / rel).read_text())["cells"]:
+            src = "".join(c["source"])
+            if c["cell_type"] == "code" and re.match(r"#\|\s*export(\s+\w+)?\s*\n", src):
+                public = [n for n in re.findall(r"^(?:def|class) (\w+)", src, re.M) if not n.startswith("_")]
+                assert not public, f"{rel}: {public} exported with '#| export'; use '#| exports' to show the code"
