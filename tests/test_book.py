@@ -302,7 +302,7 @@ def test_the_real_book_builds(tmp_path):
     res = book.build_book(ROOT, tmp_path / "book.pdf", engine="pandoc")
     pdf, pages = res.pdf, res.pages
     assert pages and pages >= 20
-    toc = " ".join(pdftext(pdf, "-f", "2", "-l", "4").split())
+    toc = " ".join(pdftext(pdf, "-f", "2", "-l", "10").split())          # the contents list sections: several pages
     titles = []
     for rel in book.read_spec(ROOT).all_chapters:
         first = json.loads((ROOT / rel).read_text())["cells"][0]["source"]
@@ -440,3 +440,4 @@ def test_no_bare_signature_boxes():
             if c["cell_type"] == "code" and re.match(r"#\|\s*export(\s+\w+)?\s*\n", src):
                 public = [n for n in re.findall(r"^(?:def|class) (\w+)", src, re.M) if not n.startswith("_")]
                 assert not public, f"{rel}: {public} exported with '#| export'; use '#| exports' to show the code"
+
