@@ -244,12 +244,14 @@ class _Table(HTMLParser):
         if self.cell is not None: self.cell.append(data)
 
 def _visible(text: str) -> str:
-    "A cell's text for the page: spaces that would vanish (leading, trailing, repeated, non-breaking) drawn as ␣, in code."
+    """A cell's text for the page, as it is: spaces that would vanish (leading, trailing, repeated, non-breaking) drawn
+    as ␣ and backslashes kept, in code font; elsewhere every ASCII punctuation mark escaped, so that no `$`, `*` or
+    `\\n` in a cell turns into math, emphasis or a LaTeX command."""
     t = text.replace("\xa0", " ").strip("\n")
-    if t and (t != t.strip(" ") or "  " in t):
+    if t and (t != t.strip(" ") or "  " in t or "\\" in t) and "`" not in t:
         t = re.sub(r"^ +| +$| {2,}", lambda m: "\u2423" * len(m.group(0)), t)
-        return f"`{t}`" if "`" not in t else t
-    return t.replace("|", "\\|")
+        return "`" + t.replace("|", "\\|") + "`"
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", t)
 
 def table_markdown(html: str, caption: str = "", label: str = "") -> str:
     """A pandoc pipe table (typeset with booktabs rules, captioned and numbered when `caption` is given) from an HTML
@@ -269,7 +271,7 @@ def table_markdown(html: str, caption: str = "", label: str = "") -> str:
     body = [r + [""] * (width - len(r)) for r in t.body]
     num = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^$", re.I)
     right = [all(num.match(r[j].strip()) for r in body) and any(r[j].strip() for r in body) for j in range(width)]
-    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cols) + " |",
+    lines = ["| " + " | ".join(_visible(c) for c in cols) + " |",
              "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
     lines += ["| " + " | ".join(_visible(x) for x in r) + " |" for r in body]
     out = "\n".join(lines)
