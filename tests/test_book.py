@@ -307,8 +307,12 @@ def test_the_real_book_builds(tmp_path):
     for rel in book.read_spec(ROOT).all_chapters:
         first = json.loads((ROOT / rel).read_text())["cells"][0]["source"]
         titles.append(re.match(r"#\s+(.+)", "".join(first)).group(1).strip())
-    pos = [toc.find(t) for t in titles]
-    assert all(p >= 0 for p in pos) and pos == sorted(pos), (titles, toc[:2000])
+    def at(i: int, t: str) -> int:          # a chapter's entry: its number (or appendix letter), then its title
+        if i == 0: return toc.find(t)       # the unnumbered preface
+        m = re.search(r"(?:^|\s)(?:\d{1,2}|[A-Z]) " + re.escape(t), toc)
+        return m.start() if m else -1
+    pos = [at(i, t) for i, t in enumerate(titles)]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos), (titles, pos, toc[:2000])
 
 
 def test_execute_refreshes_outputs_at_book_scale(tmp_path):
@@ -441,3 +445,17 @@ def test_no_bare_signature_boxes():
                 public = [n for n in re.findall(r"^(?:def|class) (\w+)", src, re.M) if not n.startswith("_")]
                 assert not public, f"{rel}: {public} exported with '#| export'; use '#| exports' to show the code"
 
+
+
+def test_outputs_show_no_build_machine_paths_or_addresses():
+    """Outputs print paths relative to the cache, the project or a temporary folder (`display_path`), never the build
+    machine's; and no one's e-mail address (chapter 1's `find_pii` finds none)."""
+    from llm_from_scratch.data import find_pii
+    path = re.compile(r"(?<![\w<.~])(/tmp/|/root/|/home/|/work/|/Users/)")
+    for rel in book.read_spec(ROOT).all_chapters:
+        for i, c in enumerate(json.loads((ROOT / rel).read_text())["cells"]):
+            for o in c.get("outputs", []):
+                text = "".join(o.get("text", "")) + "".join((o.get("data") or {}).get("text/plain", ""))
+                text += "".join((o.get("data") or {}).get("text/html", ""))
+                assert not path.search(text), f"{rel} cell {i}: {text[max(0, path.search(text).start() - 40):][:120]!r}"
+                assert not [x for k, x in find_pii(text) if k == "EMAIL"], f"{rel} cell {i}: {find_pii(text)}"
