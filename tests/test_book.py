@@ -313,6 +313,9 @@ def test_the_real_book_builds(tmp_path):
         return m.start() if m else -1
     pos = [at(i, t) for i, t in enumerate(titles)]
     assert all(p >= 0 for p in pos) and pos == sorted(pos), (titles, pos, toc[:2000])
+    images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    low = [l for l in images.splitlines()[2:] if l.split()[0] != "1" and int(l.split()[12]) < 290]   # page 1: QR code
+    assert not low, f"figures printed below 300 dpi (re-run their chapters with nbs/matplotlibrc): {low[:3]}"
 
 
 def test_execute_refreshes_outputs_at_book_scale(tmp_path):
