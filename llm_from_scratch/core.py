@@ -31,8 +31,8 @@ C = TypeVar("C")
 
 # %% auto #0
 __all__ = ['T', 'C', 'SCALES', 'get_device', 'seed_everything', 'scale', 'at_scale', 'UserError', 'clean_stale_temps',
-           'atomic_path', 'atomic_write', 'folder_lock', 'cache_dir', 'cached', 'project_root', 'figure_path',
-           'display_path', 'coerce', 'Config', 'Progress']
+           'atomic_path', 'atomic_write', 'folder_lock', 'wait_for_folder', 'cache_dir', 'cached', 'project_root',
+           'figure_path', 'display_path', 'coerce', 'Config', 'Progress']
 
 # %% ../nbs/00_core.ipynb #361663e1
 def get_device(prefer: str | None = None) -> torch.device:
@@ -167,6 +167,26 @@ def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
     finally:
         os.close(fd)
 
+
+# %% ../nbs/00_core.ipynb #10499011
+def wait_for_folder(folder: str | Path, timeout: float = 7200.0, poll: float = 2.0) -> None:
+    """Wait while another process holds `folder_lock` on `folder` (say, a parallel test of an earlier chapter training
+    the model a later chapter loads), up to `timeout` seconds; return at once if the folder is free or absent."""
+    folder = Path(folder)
+    if not folder.is_dir(): return
+    try:
+        import fcntl
+    except ImportError: return                                # Windows: no flock, nothing to wait for
+    fd, t0 = os.open(folder, os.O_RDONLY), time.monotonic()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(fd, fcntl.LOCK_UN); return
+            except BlockingIOError:
+                if time.monotonic() - t0 > timeout: return
+                time.sleep(poll)
+    finally:
+        os.close(fd)
 
 # %% ../nbs/00_core.ipynb #380011cb
 def cache_dir(*parts: str, create: bool = True) -> Path:

@@ -428,7 +428,7 @@ def base_plan(progress: bool | str = True) -> dict[str, Any]:
 def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
     """The book's base model (evaluation mode) and its model card. The first call trains it by `base_plan()` (resumable:
     an interrupted run continues from its last checkpoint), scores it on the held-out split and writes the card."""
-    from llm_from_scratch.core import atomic_write, scale
+    from llm_from_scratch.core import atomic_write, scale, wait_for_folder
     from llm_from_scratch.data import corpus_checksum
     from llm_from_scratch.tokenizer import default_tokenizer
     from llm_from_scratch.train import (TrainConfig, data_identity, default_data, heldout_bpb, run_folder, train,
@@ -436,6 +436,7 @@ def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
     plan = base_plan(progress)
     cfg, tcfg, data = GPTConfig.from_dict(plan["model"]), TrainConfig.from_dict(plan["train"]), default_data()
     run_dir = run_folder("base-model", cfg, tcfg, data)
+    wait_for_folder(run_dir)                      # another process may be training it (parallel tests): let it finish
     card_path = run_dir / "card.json"
     if card_path.exists():
         from llm_from_scratch.checkpoint import load_checkpoint

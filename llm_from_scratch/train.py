@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint,
                                          set_rng_state)
-from .core import (Config, Progress, UserError, at_scale, atomic_write, cache_dir, cached, folder_lock, get_device,
+from .core import (Config, Progress, UserError, at_scale, atomic_write, cache_dir, cached, folder_lock, get_device, wait_for_folder,
                                    scale, seed_everything)
 from .dataloader import random_batch
 from .model import GPT, GPTConfig
@@ -475,7 +475,9 @@ def chapter6_model(progress: bool | str = False) -> GPT:
     from the cache: later chapters compare against it without training it again."""
     data = default_data()
     m, t = preset_configs(at_scale("tiny", "small"), data.vocab_size, train=at_scale(CH6_TEST_RUN, {}))
-    return train(m, t, data, run_folder("ch06", m, t, data), progress=progress)["model"].eval()
+    run_dir = run_folder("ch06", m, t, data)
+    wait_for_folder(run_dir)                      # chapter 6 itself may be training it (parallel tests): let it finish
+    return train(m, t, data, run_dir, progress=progress)["model"].eval()
 
 # %% ../nbs/06_pretraining.ipynb #bd53df86
 @torch.no_grad()
