@@ -22,63 +22,87 @@ __all__ = ['attention_loop', 'causal_mask', 'padding_mask', 'attention', 'MultiH
 
 # %% ../nbs/04_attention.ipynb #25308cb6
 def attention_loop(q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
-    "Attention position by position (the definition, for teaching): `q, k` are `(T, d_k)`, `v` is `(T, d_v)`."
+    """Attention position by position (the definition, for teaching): `q, k` are `(T,
+    d_k)`, `v` is `(T, d_v)`."""
     T, d_k = q.shape
     out = torch.empty(T, v.shape[-1], dtype=v.dtype, device=v.device)
     for t in range(T):
-        visible = range(t + 1) if causal else range(T)            # which positions t may look at
+        visible = range(t + 1) if causal else range(T)  # which positions t may look at
         scores = torch.stack([q[t] @ k[s] for s in visible]) / math.sqrt(d_k)
         weights = torch.softmax(scores, dim=0)
         out[t] = sum(w * v[s] for w, s in zip(weights, visible))
     return out
 
 # %% ../nbs/04_attention.ipynb #68c6436d
-def causal_mask(T: int, S: int | None = None, device: torch.device | str | None = None) -> Tensor:
-    """Boolean `(T, S)` mask, `True` where query `t` may attend to key `s`. With `S > T` keys (a cache of earlier
-    tokens) the queries are the last `T` positions: query `t` sees keys `0 .. S - T + t`."""
+def causal_mask(T: int, S: int | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """Boolean `(T, S)` mask, `True` where query `t` may attend to key `s`. With `S > T`
+    keys (a cache of earlier
+    tokens) the queries are the last `T` positions: query `t` sees keys `0 .. S - T +
+    t`."""
     S = T if S is None else S
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
-def padding_mask(lengths: Sequence[int] | Tensor, T: int, device: torch.device | str | None = None) -> Tensor:
-    "Boolean `(B, 1, 1, T)` mask, `True` on the first `lengths[b]` key positions of sequence `b` (right padding)."
+def padding_mask(lengths: Sequence[int] | Tensor, T: int,
+                 device: torch.device | str | None = None) -> Tensor:
+    """Boolean `(B, 1, 1, T)` mask, `True` on the first `lengths[b]` key positions of
+    sequence `b` (right padding)."""
     lengths = torch.as_tensor(lengths, device=device)
     if lengths.ndim != 1 or (lengths < 0).any() or (lengths > T).any():
-        raise ValueError(f"lengths must be a 1-d sequence of values in [0, {T}], got {lengths.tolist()}")
+        raise ValueError(
+            f"lengths must be a 1-d sequence of values in [0, {T}], got "
+            f"{lengths.tolist()}")
     return (torch.arange(T, device=device) < lengths[:, None])[:, None, None, :]
 
-def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False,
-              dropout_p: float = 0.0, scale: float | None = None) -> tuple[Tensor, Tensor]:
-    """Scaled dot-product attention as explicit matrix products: returns `(output, weights)`.
-    Same conventions as `F.scaled_dot_product_attention`: bool `attn_mask` is True where allowed, a float one is added."""
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
+              is_causal: bool = False, dropout_p: float = 0.0,
+              scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention as explicit matrix products: returns `(output,
+    weights)`.
+    Same conventions as `F.scaled_dot_product_attention`: bool `attn_mask` is True where
+    allowed, a float one is added."""
     T, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale                       # (..., T, S)
-    if is_causal:                      # as in PyTorch: query t sees keys 0..t (top-left aligned when T != S)
-        scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    # as in PyTorch: query t sees keys 0..t (top-left aligned when T != S)
+    if is_causal:
+        scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool,
+                                                device=q.device).tril(), float("-inf"))
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool: scores = scores.masked_fill(~attn_mask, float("-inf"))
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
         else: scores = scores + attn_mask
     weights = torch.softmax(scores, dim=-1)
-    weights = torch.nan_to_num(weights, nan=0.0)                     # rows with every key masked: zeros, as PyTorch
+    # rows with every key masked: zeros, as PyTorch
+    weights = torch.nan_to_num(weights, nan=0.0)
     if dropout_p > 0.0: weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights
 
 # %% ../nbs/04_attention.ipynb #b6f23f28
 class MultiHeadAttention(nn.Module):
-    """Multi-head self-attention: `forward(x, attn_mask=None)` maps `(B, T, d_model)` to `(B, T, d_model)`.
-    `attn_mask` (bool, True = may attend; or float, added to scores) broadcasts to `(B, n_heads, T, T)` and is
-    combined with the causal mask when `causal`. `fused` uses `F.scaled_dot_product_attention`, else the explicit
-    `attention`. Subclasses may override `heads` to transform queries and keys (e.g. rotary positions)."""
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, causal: bool = True,
-                 fused: bool = True):
+    """Multi-head self-attention: `forward(x, attn_mask=None)` maps `(B, T, d_model)` to
+    `(B, T, d_model)`.
+    `attn_mask` (bool, True = may attend; or float, added to scores) broadcasts to `(B,
+    n_heads, T, T)` and is
+    combined with the causal mask when `causal`. `fused` uses
+    `F.scaled_dot_product_attention`, else the explicit
+    `attention`. Subclasses may override `heads` to transform queries and keys (e.g.
+    rotary positions)."""
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0,
+                 bias: bool = True, causal: bool = True, fused: bool = True):
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}; each head needs d_model/n_heads dims")
-        if not 0.0 <= dropout < 1.0: raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ValueError(
+                f"d_model={d_model} is not divisible by n_heads={n_heads}; each head "
+                f"needs d_model/n_heads dims")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.dropout, self.causal, self.fused = dropout, causal, fused
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)        # queries, keys and values of all heads
-        self.proj = nn.Linear(d_model, d_model, bias=bias)           # output projection: mixes the heads
+        # queries, keys and values of all heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        # output projection: mixes the heads
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.resid_drop = nn.Dropout(dropout)
 
     def split_heads(self, t: Tensor) -> Tensor:
@@ -92,23 +116,31 @@ class MultiHeadAttention(nn.Module):
         return t.transpose(1, 2).reshape(B, T, self.d_model)
 
     def heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        "Queries, keys and values of every head, each `(B, n_heads, T, head_dim)`, for input `(B, T, d_model)`."
-        return tuple(self.split_heads(t) for t in self.qkv(x).split(self.d_model, dim=-1))
+        """Queries, keys and values of every head, each `(B, n_heads, T, head_dim)`, for
+        input `(B, T, d_model)`."""
+        return tuple(self.split_heads(t) for t in self.qkv(x).split(
+            self.d_model, dim=-1))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"expected input of shape (batch, seq, {self.d_model}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input of shape (batch, seq, {self.d_model}), got "
+                f"{tuple(x.shape)}")
         q, k, v = self.heads(x)
         p = self.dropout if self.training else 0.0
         if not self.fused:
-            y, _ = attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal, dropout_p=p)
+            y, _ = attention(q, k, v, attn_mask=attn_mask, is_causal=self.causal,
+                             dropout_p=p)
         else:
             mask = attn_mask
-            if self.causal and attn_mask is not None:                    # the kernel takes one mask or is_causal
+            # the kernel takes one mask or is_causal
+            if self.causal and attn_mask is not None:
                 c = causal_mask(x.shape[1], device=x.device)
-                mask = (c & attn_mask) if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~c, float("-inf"))
+                mask = ((c & attn_mask) if attn_mask.dtype == torch.bool
+                        else attn_mask.masked_fill(~c, float("-inf")))
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=self.causal and attn_mask is None)
+                                               is_causal=self.causal
+                                               and attn_mask is None)
         return self.resid_drop(self.proj(self.merge_heads(y)))
 
     def extra_repr(self) -> str:
@@ -116,38 +148,56 @@ class MultiHeadAttention(nn.Module):
 
 # %% ../nbs/04_attention.ipynb #4fd63abb
 def to_torch_mha(m: MultiHeadAttention) -> nn.MultiheadAttention:
-    "An `nn.MultiheadAttention` (batch_first) holding the same weights as `m`, for comparisons."
-    ref = nn.MultiheadAttention(m.d_model, m.n_heads, dropout=m.dropout, bias=m.qkv.bias is not None, batch_first=True)
+    """An `nn.MultiheadAttention` (batch_first) holding the same weights as `m`, for
+    comparisons."""
+    ref = nn.MultiheadAttention(m.d_model, m.n_heads, dropout=m.dropout,
+                                bias=m.qkv.bias is not None, batch_first=True)
     with torch.no_grad():
         ref.in_proj_weight.copy_(m.qkv.weight); ref.out_proj.weight.copy_(m.proj.weight)
-        if m.qkv.bias is not None: ref.in_proj_bias.copy_(m.qkv.bias); ref.out_proj.bias.copy_(m.proj.bias)
+        if m.qkv.bias is not None:
+            ref.in_proj_bias.copy_(m.qkv.bias); ref.out_proj.bias.copy_(m.proj.bias)
     return ref.to(m.qkv.weight.device)
 
 # %% ../nbs/04_attention.ipynb #b2312999
-def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str], titles: Sequence[str] | None = None,
-                   ncols: int | None = None, cmap: str = "viridis", size: float = 3.6, max_tokens: int = 64):
-    """Heatmaps of attention `weights` (`(T, T)` or `(heads, T, T)`; rows are queries, columns keys) labelled with
+def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str],
+                   titles: Sequence[str] | None = None,
+                   ncols: int | None = None, cmap: str = "viridis", size: float = 3.6,
+                   max_tokens: int = 64):
+    """Heatmaps of attention `weights` (`(T, T)` or `(heads, T, T)`; rows are queries,
+    columns keys) labelled with
     `tokens` (spaces drawn as ␣); returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
-    w = weights.detach().float().cpu().numpy() if isinstance(weights, Tensor) else np.asarray(weights, dtype=float)
+    w = (weights.detach().float().cpu().numpy() if isinstance(weights, Tensor)
+         else np.asarray(weights, dtype=float))
     if w.ndim == 2: w = w[None]
     if w.ndim != 3 or w.shape[-1] != w.shape[-2]:
-        raise ValueError(f"weights must be (T, T) or (heads, T, T), got shape {w.shape}; select one batch item first")
+        raise ValueError(
+            f"weights must be (T, T) or (heads, T, T), got shape {w.shape}; select "
+            f"one batch item first")
     H, T, _ = w.shape
-    if len(tokens) != T: raise ValueError(f"{len(tokens)} tokens for {T} x {T} weights; pass one label per position")
+    if len(tokens) != T:
+        raise ValueError(
+            f"{len(tokens)} tokens for {T} x {T} weights; pass one label per position")
     if T > max_tokens:
-        raise ValueError(f"{T} positions are too many to label (max_tokens={max_tokens}); slice weights and tokens")
-    if titles is not None and len(titles) != H: raise ValueError(f"{len(titles)} titles for {H} heads")
+        raise ValueError(
+            f"{T} positions are too many to label (max_tokens={max_tokens}); slice "
+            f"weights and tokens")
+    if titles is not None and len(titles) != H:
+        raise ValueError(f"{len(titles)} titles for {H} heads")
     ncols = min(H, ncols or 2)
     nrows = math.ceil(H / ncols)
-    size = min(size, (6.5 - 0.8) / ncols)                              # the whole figure fits the page's 6.5 inches
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.8, size * nrows), squeeze=False)
-    labels = [repr(t)[1:-1].replace(" ", "\u2423") for t in tokens]   # make spaces (␣) and newlines (\n) visible
-    fs = max(7, min(9, 200 // T))                                       # never under 7 points in print
+    size = min(size, (6.5 - 0.8) / ncols)  # the whole figure fits the page's 6.5 inches
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.8, size * nrows),
+                             squeeze=False)
+    # make spaces (␣) and newlines (\n) visible
+    labels = [repr(t)[1:-1].replace(" ", "\u2423") for t in tokens]
+    fs = max(7, min(9, 200 // T))  # never under 7 points in print
     for h, ax in enumerate(axes.flat):
         if h >= H: ax.axis("off"); continue
         im = ax.imshow(w[h], cmap=cmap, vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(T), labels if h + ncols >= H else [""] * T, rotation=90, fontsize=fs)   # bottom row
+        # bottom row
+        ax.set_xticks(range(T), labels if h + ncols >= H else [""] * T, rotation=90,
+                      fontsize=fs)
         ax.set_yticks(range(T), labels if h % ncols == 0 else [""] * T, fontsize=fs)
         ax.set_title(titles[h] if titles else f"head {h}", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
@@ -156,14 +206,19 @@ def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str], titles: 
 # %% ../nbs/04_attention.ipynb #392a34dd
 @contextmanager
 def capture_attention(model: nn.Module) -> Iterator[list[Tensor]]:
-    """Within the block, each forward pass of `model` appends the `(B, heads, T, T)` attention weights (before dropout)
-    of every attention layer, in call order, to the yielded list. Recognised layers: `MultiHeadAttention` and its
-    subclasses (through their `heads` method), and other modules with a `qkv` nn.Linear and `n_head`/`n_heads`."""
-    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention) or
-              (isinstance(getattr(m, "qkv", None), nn.Linear) and (hasattr(m, "n_head") or hasattr(m, "n_heads")))]
+    """Within the block, each forward pass of `model` appends the `(B, heads, T, T)`
+    attention weights (before dropout)
+    of every attention layer, in call order, to the yielded list. Recognised layers:
+    `MultiHeadAttention` and its
+    subclasses (through their `heads` method), and other modules with a `qkv` nn.Linear
+    and `n_head`/`n_heads`."""
+    layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)
+              or (isinstance(getattr(m, "qkv", None), nn.Linear)
+                  and (hasattr(m, "n_head") or hasattr(m, "n_heads")))]
     if not layers:
-        raise ValueError("the model has no attention layers that capture_attention recognises "
-                         "(MultiHeadAttention, or a module with a `qkv` nn.Linear and `n_head`)")
+        raise ValueError(
+            "the model has no attention layers that capture_attention recognises "
+            "(MultiHeadAttention, or a module with a `qkv` nn.Linear and `n_head`)")
     found: list[Tensor] = []
     def record(m: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get("x", next(iter(kwargs.values())))
@@ -173,10 +228,14 @@ def capture_attention(model: nn.Module) -> Iterator[list[Tensor]]:
             else:
                 B, T, C = x.shape
                 nh = getattr(m, "n_head", None) or getattr(m, "n_heads")
-                q, k, _ = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in m.qkv(x).split(C, dim=-1))
-                if getattr(m, "q_norm", None) is not None: q, k = m.q_norm(q), m.k_norm(k)
-                if getattr(m, "rotary", None) is not None: q, k = m.rotary(q), m.rotary(k)
-            _, w = attention(q, k, k, attn_mask=mask, is_causal=getattr(m, "causal", True))
+                q, k, _ = (t.view(B, T, nh, C // nh).transpose(1, 2)
+                           for t in m.qkv(x).split(C, dim=-1))
+                if getattr(m, "q_norm", None) is not None:
+                    q, k = m.q_norm(q), m.k_norm(k)
+                if getattr(m, "rotary", None) is not None:
+                    q, k = m.rotary(q), m.rotary(k)
+            _, w = attention(q, k, k, attn_mask=mask,
+                             is_causal=getattr(m, "causal", True))
         found.append(w)
     hooks = [m.register_forward_pre_hook(record, with_kwargs=True) for m in layers]
     try:

@@ -35,7 +35,8 @@ __all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUAR
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
-    "A problem with the book's sources or its build, phrased for the person who has to fix it."
+    """A problem with the book's sources or its build, phrased for the person who has to
+    fix it."""
 
 # %% ../nbs/14_book.ipynb #ecc16c41
 @dataclass
@@ -43,7 +44,8 @@ class BookSpec:
     "What `_quarto.yml` says about the book."
     root: Path                      # the folder holding `_quarto.yml`
     title: str
-    chapters: list[Path]            # notebooks (or markdown files), relative to `root`, in reading order
+    # notebooks (or markdown files), relative to `root`, in reading order
+    chapters: list[Path]
     appendices: list[Path] = field(default_factory=list)
     subtitle: str = ""
     author: list[str] = field(default_factory=list)
@@ -60,42 +62,64 @@ class BookSpec:
 def _flatten_chapters(items: Any, where: str) -> list[str]:
     "Chapter paths from a Quarto `chapters:` list, parts included."
     if items is None: return []
-    if not isinstance(items, list): raise BookError(f"_quarto.yml: `{where}` must be a list of chapter files, got {items!r}")
+    if not isinstance(items, list):
+        raise BookError(
+            f"_quarto.yml: `{where}` must be a list of chapter files, got {items!r}")
     out = []
     for it in items:
         if isinstance(it, str): out.append(it)
-        elif isinstance(it, dict) and "chapters" in it: out += _flatten_chapters(it["chapters"], where)
+        elif isinstance(it, dict) and "chapters" in it:
+            out += _flatten_chapters(it["chapters"], where)
         elif isinstance(it, dict) and "href" in it: out.append(it["href"])
-        else: raise BookError(f"_quarto.yml: cannot read the entry {it!r} in `{where}`; use a file path or `- part: ... chapters: [...]`")
+        else:
+            raise BookError(
+                f"_quarto.yml: cannot read the entry {it!r} in `{where}`; use a file "
+                f"path or `- part: ... chapters: [...]`")
     return out
 
 def _as_list(x: Any) -> list[str]:
     if not x: return []
-    if isinstance(x, list): return [a["name"] if isinstance(a, dict) else str(a) for a in x]
+    if isinstance(x, list):
+        return [a["name"] if isinstance(a, dict) else str(a) for a in x]
     return [x["name"] if isinstance(x, dict) else str(x)]
 
 # %% ../nbs/14_book.ipynb #abe2393e
 def check_notebook(path: Path) -> dict:
-    "Load notebook `path`, raising a `BookError` that says where it is broken when it is not valid notebook JSON."
+    """Load notebook `path`, raising a `BookError` that says where it is broken when it
+    is not valid notebook JSON."""
     try: nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e: raise BookError(f"{path} is not a valid notebook: it is not UTF-8 text ({e}).") from None
+    except UnicodeDecodeError as e:
+        raise BookError(
+            f"{path} is not a valid notebook: it is not UTF-8 text ({e}).") from None
     except json.JSONDecodeError as e:
-        raise BookError(f"{path} is not a valid notebook: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}. "
-                        "Fix the file by hand or restore it from version control (git checkout -- FILE).") from None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list) or nb.get("nbformat") != 4:
-        raise BookError(f"{path} is JSON but not a version-4 Jupyter notebook (it needs `nbformat: 4` and a `cells` list).")
+        raise BookError(
+            f"{path} is not a valid notebook: invalid JSON at line {e.lineno}, column "
+            f"{e.colno}: {e.msg}. " "Fix the file by hand or restore it from version "
+            "control (git checkout -- FILE).") from None
+    if (not isinstance(nb, dict) or not isinstance(nb.get("cells"), list)
+            or nb.get("nbformat") != 4):
+        raise BookError(
+            f"{path} is JSON but not a version-4 Jupyter notebook (it needs "
+            f"`nbformat: 4` and a `cells` list).")
     return nb
 
 # %% ../nbs/14_book.ipynb #bb78b395
 def read_spec(root: Path | str = ".") -> BookSpec:
-    "Read and check the book project `root/_quarto.yml`: every chapter must exist and be a valid notebook."
+    """Read and check the book project `root/_quarto.yml`: every chapter must exist and
+    be a valid notebook."""
     root = Path(root).resolve()
     qf = root / "_quarto.yml"
-    if not qf.is_file(): raise BookError(f"no _quarto.yml in {root}: run from the book's root folder or pass --root.")
+    if not qf.is_file():
+        raise BookError(
+            f"no _quarto.yml in {root}: run from the book's root folder or pass "
+            f"--root.")
     try: cfg = yaml.safe_load(qf.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e: raise BookError(f"{qf} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:
+        raise BookError(f"{qf} is not valid YAML: {e}") from None
     if (cfg.get("project") or {}).get("type") != "book":
-        raise BookError(f"{qf}: this builder renders Quarto book projects; set `project: type: book`.")
+        raise BookError(
+            f"{qf}: this builder renders Quarto book projects; set `project: type: "
+            f"book`.")
     book = cfg.get("book") or {}
     chapters = _flatten_chapters(book.get("chapters"), "book.chapters")
     appendices = _flatten_chapters(book.get("appendices"), "book.appendices")
@@ -104,27 +128,39 @@ def read_spec(root: Path | str = ".") -> BookSpec:
     for c in chapters + appendices:
         p = root / c
         if not p.is_file():
-            raise BookError(f"chapter {c!r} is listed in _quarto.yml but {p} does not exist: create it or remove it from the list.")
+            raise BookError(
+                f"chapter {c!r} is listed in _quarto.yml but {p} does not exist: "
+                f"create it or remove it from the list.")
         if p.suffix == ".ipynb": check_notebook(p)
-        elif p.suffix not in (".md", ".qmd"): raise BookError(f"chapter {c!r}: only .ipynb, .qmd and .md chapters are supported.")
+        elif p.suffix not in (".md", ".qmd"):
+            raise BookError(
+                f"chapter {c!r}: only .ipynb, .qmd and .md chapters are supported.")
         paths.append(Path(c))
     bib = cfg.get("bibliography") or book.get("bibliography")
     if isinstance(bib, list): bib = bib[0] if bib else None
-    if bib and not (root / bib).is_file(): raise BookError(f"_quarto.yml names the bibliography {bib!r}, but {root / bib} does not exist.")
+    if bib and not (root / bib).is_file():
+        raise BookError(
+            f"_quarto.yml names the bibliography {bib!r}, but {root / bib} does not "
+            f"exist.")
     pdf = ((cfg.get("format") or {}).get("pdf")) or {}
     date = str(book.get("date") or "")
     if date in ("today", "now", "last-modified"):
         import datetime
         date = datetime.date.today().isoformat()
-    return BookSpec(root=root, title=str(book.get("title") or "Untitled"), subtitle=str(book.get("subtitle") or ""),
-                    author=_as_list(book.get("author")), date=date, site_url=str(book.get("site-url") or ""),
-                    chapters=paths[:len(chapters)], appendices=paths[len(chapters):], bibliography=Path(bib) if bib else None,
-                    output_file=str(book.get("output-file") or "book"), pdf=dict(pdf) if isinstance(pdf, dict) else {})
+    return BookSpec(root=root, title=str(book.get("title") or "Untitled"),
+                    subtitle=str(book.get("subtitle") or ""),
+                    author=_as_list(book.get("author")), date=date,
+                    site_url=str(book.get("site-url") or ""),
+                    chapters=paths[:len(chapters)], appendices=paths[len(chapters):],
+                    bibliography=Path(bib) if bib else None,
+                    output_file=str(book.get("output-file") or "book"),
+                    pdf=dict(pdf) if isinstance(pdf, dict) else {})
 
 # %% ../nbs/14_book.ipynb #97981ece
 @contextlib.contextmanager
 def _cwd(path: Path) -> Iterator[None]:
-    "Run the block with `path` as the working directory (nbdev reads its config from there)."
+    """Run the block with `path` as the working directory (nbdev reads its config from
+    there)."""
     old = Path.cwd()
     os.chdir(path)
     try: yield
@@ -132,20 +168,24 @@ def _cwd(path: Path) -> Iterator[None]:
 
 # %% ../nbs/14_book.ipynb #7e3dd2c1
 class drop_shown_docs:
-    "nbdev processor: remove the `show_doc` cells added right after an `#| exports` cell, whose code the reader already sees."
+    """nbdev processor: remove the `show_doc` cells added right after an `#| exports`
+    cell, whose code the reader already sees."""
     def __init__(self, nb: Any): self.nb = nb
     def begin(self) -> None:
         keep = []
         for c in self.nb.cells:
             prev = keep[-1] if keep else None
-            if getattr(c, "has_sd", False) and prev is not None and "exports" in (getattr(prev, "directives_", None) or {}): continue
+            if (getattr(c, "has_sd", False) and prev is not None
+                    and "exports" in (getattr(prev, "directives_", None) or {})):
+                continue
             keep.append(c)
         self.nb.cells = keep
         for i, c in enumerate(keep): c.idx_ = i
     def __call__(self, cell: Any) -> None: pass
 
 def process_notebook(path: Path, root: Path) -> dict:
-    "Run nbdev's documentation processors (plus `drop_shown_docs`) on notebook `path`; return the processed notebook."
+    """Run nbdev's documentation processors (plus `drop_shown_docs`) on notebook `path`;
+    return the processed notebook."""
     import ast
     import warnings
     from fastcore.nbio import read_nb
@@ -153,32 +193,47 @@ def process_notebook(path: Path, root: Path) -> dict:
     from nbdev.processors import FilterDefaults, add_show_docs, exec_show_docs
 
     class exec_imports_and_exports(exec_show_docs):
-        "nbdev's `exec_show_docs`, except that a cell mixing imports with other code is not run: it may need state from cells that are not."
+        """nbdev's `exec_show_docs`, except that a cell mixing imports with other code
+        is not run: it may need state from cells that are not."""
         def __call__(self, cell):
-            if cell.cell_type == "code" and cell.source and not (set(cell.directives_) & {"export", "exports", "exporti", "exec_doc"}):
+            if (cell.cell_type == "code" and cell.source
+                    and not (set(cell.directives_) & {"export", "exports", "exporti",
+                                                      "exec_doc"})):
                 trees = cell.parsed_() or []
-                shows_doc = any(isinstance(t, ast.Expr) and getattr(getattr(t.value, "func", None), "id", "") == "show_doc" for t in trees)
-                if not shows_doc and any(not isinstance(t, (ast.Import, ast.ImportFrom)) for t in trees): return
+                shows_doc = any(isinstance(t, ast.Expr)
+                                and getattr(getattr(t.value, "func", None), "id", "")
+                                == "show_doc" for t in trees)
+                imports = (ast.Import, ast.ImportFrom)
+                if not shows_doc and any(not isinstance(t, imports) for t in trees):
+                    return
             super().__call__(cell)
 
     class BookFilter(FilterDefaults):
         def base_procs(self):
-            procs = [exec_imports_and_exports if p is exec_show_docs else p for p in super().base_procs()]
-            return procs[:procs.index(add_show_docs) + 1] + [drop_shown_docs] + procs[procs.index(add_show_docs) + 1:]
+            procs = [exec_imports_and_exports if p is exec_show_docs else p
+                     for p in super().base_procs()]
+            return (procs[:procs.index(add_show_docs) + 1] + [drop_shown_docs]
+                    + procs[procs.index(add_show_docs) + 1:])
     with _cwd(root), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nb = read_nb(path)
-        try: NBProcessor(nb=nb, procs=BookFilter().procs(), rm_directives="quarto").process()
-        except Exception as e: raise BookError(f"nbdev could not process {path}: {type(e).__name__}: {e}") from e
+        try:
+            NBProcessor(nb=nb, procs=BookFilter().procs(),
+                        rm_directives="quarto").process()
+        except Exception as e:
+            raise BookError(
+                f"nbdev could not process {path}: {type(e).__name__}: {e}") from e
     return json.loads(json.dumps(nb, default=lambda o: None))
 
 # %% ../nbs/14_book.ipynb #254728dc
 _re_opt = re.compile(r"^\s*#\|\s?(.*)$")
 
 def cell_options(source: str) -> tuple[dict, str]:
-    "Split a code cell's source into its `#|` options (parsed as YAML) and the code that follows them."
+    """Split a code cell's source into its `#|` options (parsed as YAML) and the code
+    that follows them."""
     lines, opts = source.splitlines(), []
-    while lines and _re_opt.match(lines[0]): opts.append(_re_opt.match(lines.pop(0)).group(1))
+    while lines and _re_opt.match(lines[0]):
+        opts.append(_re_opt.match(lines.pop(0)).group(1))
     try: parsed = yaml.safe_load("\n".join(opts)) or {} if opts else {}
     except yaml.YAMLError: parsed = {}
     if not isinstance(parsed, dict): parsed = {}
@@ -188,7 +243,8 @@ def cell_options(source: str) -> tuple[dict, str]:
 _re_ansi = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 
 def clean_text(text: str) -> str:
-    "Strip ANSI escape codes, resolve carriage-return overwrites, expand tabs, and drop other control characters."
+    """Strip ANSI escape codes, resolve carriage-return overwrites, expand tabs, and
+    drop other control characters."""
     text = _re_ansi.sub("", text).replace("\r\n", "\n")
     lines = [ln.split("\r")[-1] if "\r" in ln else ln for ln in text.split("\n")]
     text = "\n".join(ln.expandtabs(4) for ln in lines)
@@ -196,7 +252,8 @@ def clean_text(text: str) -> str:
 
 # %% ../nbs/14_book.ipynb #a6631aa7
 def fence(text: str, cls: str) -> str:
-    "A fenced code block of class `cls` holding `text` verbatim, whatever backticks it contains."
+    """A fenced code block of class `cls` holding `text` verbatim, whatever backticks it
+    contains."""
     n = max([3] + [len(m) + 1 for m in re.findall(r"`{3,}", text)])
     return f"{'`' * n} {{.{cls}}}\n{text.rstrip()}\n{'`' * n}\n"
 
@@ -209,12 +266,15 @@ def _pandoc_path() -> str:
     except Exception:
         p = shutil.which("pandoc")
         if p: return p
-        raise BookError("pandoc was not found: install the `pypandoc-binary` package (pip install pypandoc-binary).") from None
+        raise BookError(
+            "pandoc was not found: install the `pypandoc-binary` package (pip install "
+            "pypandoc-binary).") from None
 
 def _text(x: Any) -> str: return "".join(x) if isinstance(x, list) else str(x or "")
 
 def doc_markdown(md: str) -> str:
-    "Markdown output (such as nbdev's `show_doc`) made to fit in a chapter: no rules, unnumbered headings kept out of the contents."
+    """Markdown output (such as nbdev's `show_doc`) made to fit in a chapter: no rules,
+    unnumbered headings kept out of the contents."""
     md = re.sub(r"(?m)^-{3,}[ \t]*$", "", md)
     return re.sub(r"(?m)^(#{1,6} [^\n{]*?)[ \t]*$", r"\1 {.unnumbered .unlisted}", md)
 
@@ -238,14 +298,17 @@ class _Table(HTMLParser):
         if tag in ("td", "th") and self.cell is not None:
             self.row.append("".join(self.cell)); self.cell = None
         elif tag == "tr" and self.row is not None:
-            (self.head if self.part == "thead" else self.body).append(self.row); self.row = None
+            (self.head if self.part == "thead" else self.body).append(self.row)
+            self.row = None
         elif tag == "table": self.done = True
     def handle_data(self, data):
         if self.cell is not None: self.cell.append(data)
 
 def _visible(text: str) -> str:
-    """A cell's text for the page, as it is: spaces that would vanish (leading, trailing, repeated, non-breaking) drawn
-    as ␣ and backslashes kept, in code font; elsewhere every ASCII punctuation mark escaped, so that no `$`, `*` or
+    """A cell's text for the page, as it is: spaces that would vanish (leading,
+    trailing, repeated, non-breaking) drawn
+    as ␣ and backslashes kept, in code font; elsewhere every ASCII punctuation mark
+    escaped, so that no `$`, `*` or
     `\\n` in a cell turns into math, emphasis or a LaTeX command."""
     t = text.replace("\xa0", " ").strip("\n")
     if t and (t != t.strip(" ") or "  " in t or "\\" in t) and "`" not in t:
@@ -254,23 +317,30 @@ def _visible(text: str) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", t)
 
 def table_markdown(html: str, caption: str = "", label: str = "") -> str:
-    """A pandoc pipe table (typeset with booktabs rules, captioned and numbered when `caption` is given) from an HTML
-    table such as pandas writes: a named index's extra header row folded into the first, numbers right-aligned, and
+    """A pandoc pipe table (typeset with booktabs rules, captioned and numbered when
+    `caption` is given) from an HTML
+    table such as pandas writes: a named index's extra header row folded into the first,
+    numbers right-aligned, and
     whitespace that matters (token strings) made visible."""
     t = _Table(); t.feed(html)
     if not t.head and t.body: t.head, t.body = t.body[:1], t.body[1:]
     if not t.head: raise BookError("an HTML table output has no rows")
     head = t.head
-    if len(head) == 2 and head[1] and head[1][0].strip() and not any(x.strip() for x in head[1][1:]) and not head[0][0].strip():
-        head = [[head[1][0]] + head[0][1:]]                     # pandas: the index's name sits in a second header row
+    if (len(head) == 2 and head[1] and head[1][0].strip()
+            and not any(x.strip() for x in head[1][1:]) and not head[0][0].strip()):
+        # pandas: the index's name sits in a second header row
+        head = [[head[1][0]] + head[0][1:]]
     if (all(not h[0].strip() for h in head) and t.body
             and [r[0].strip() for r in t.body] == [str(i) for i in range(len(t.body))]):
-        head, t.body = [h[1:] for h in head], [r[1:] for r in t.body]   # pandas' default index 0, 1, ...: no column
+        # pandas' default index 0, 1, ...: no column
+        head, t.body = [h[1:] for h in head], [r[1:] for r in t.body]
     width = max(len(r) for r in head + t.body)
-    cols = [" ".join(h[j].strip() for h in head if j < len(h) and h[j].strip()) for j in range(width)]
+    cols = [" ".join(h[j].strip() for h in head if j < len(h) and h[j].strip())
+            for j in range(width)]
     body = [r + [""] * (width - len(r)) for r in t.body]
     num = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$|^$", re.I)
-    right = [all(num.match(r[j].strip()) for r in body) and any(r[j].strip() for r in body) for j in range(width)]
+    right = [all(num.match(r[j].strip()) for r in body)
+             and any(r[j].strip() for r in body) for j in range(width)]
     lines = ["| " + " | ".join(_visible(c) for c in cols) + " |",
              "|" + "|".join("---:" if r else ":---" for r in right) + "|"]
     lines += ["| " + " | ".join(_visible(x) for x in r) + " |" for r in body]
@@ -282,19 +352,24 @@ def table_markdown(html: str, caption: str = "", label: str = "") -> str:
 TEXT_WIDTH_IN = 6.3              # A4 with 2.5 cm margins: 16 cm of text
 
 def print_width(png: bytes, default: str = "85%") -> str:
-    """The width at which a PNG prints: its own size (pixels / the dots per inch matplotlib records in the `pHYs`
-    chunk), so that a 9-point label prints at 9 points; shrunk to the text width if wider; `default` without `pHYs`."""
+    """The width at which a PNG prints: its own size (pixels / the dots per inch
+    matplotlib records in the `pHYs`
+    chunk), so that a 9-point label prints at 9 points; shrunk to the text width if
+    wider; `default` without `pHYs`."""
     i = png.find(b"pHYs")
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or i < 0 or png[i + 12] != 1: return default   # unit 1: per metre
+    # unit 1: per metre
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or i < 0 or png[i + 12] != 1: return default
     dpi = int.from_bytes(png[i + 4:i + 8], "big") * 0.0254
     inches = int.from_bytes(png[16:20], "big") / dpi
     return f"{min(inches, TEXT_WIDTH_IN):.2f}in"
 
 @dataclass
 class Converter:
-    "Turns processed notebooks into pandoc markdown, writing output images into `media`."
+    """Turns processed notebooks into pandoc markdown, writing output images into
+    `media`."""
     media: Path                # where images from cell outputs are written
-    src_dir: Path              # the folder of the notebook being converted (relative image links resolve here)
+    # the folder of the notebook being converted (relative image links resolve here)
+    src_dir: Path
     name: str = "chapter"      # used to name the image files and in error messages
     n_images: int = 0
 
@@ -307,7 +382,8 @@ class Converter:
         return p
 
     def output(self, out: dict, opts: dict, fig: dict) -> str:
-        "Markdown for one cell output; `fig` holds the cell's pending figure label and caption (used once)."
+        """Markdown for one cell output; `fig` holds the cell's pending figure label and
+        caption (used once)."""
         kind = out.get("output_type")
         if kind == "stream":
             if out.get("name") == "stderr" and opts.get("warning") is False: return ""
@@ -315,7 +391,11 @@ class Converter:
             if opts.get("output") == "asis": return txt + "\n"
             return fence(txt, "cell-output") if txt.strip() else ""
         if kind == "error":
-            return fence(clean_text("\n".join(out.get("traceback") or [f"{out.get('ename')}: {out.get('evalue')}"])), "cell-output")
+            return fence(clean_text("\n".join(out.get("traceback")
+                                              or [
+                                                  f"{out.get('ename')}: "
+                                                  f"{out.get('evalue')}"])),
+                         "cell-output")
         data = out.get("data") or {}
         for mime, ext in (("image/png", "png"), ("image/jpeg", "jpg")):
             if mime in data:
@@ -328,17 +408,22 @@ class Converter:
                     return f"![{cap}]({p.as_posix()}){{{attrs}}}\n"
                 return f'![]({p.as_posix()}){{width="{width}"}}\n'
         if "image/svg+xml" in data and "text/plain" not in data:
-            raise BookError(f"{self.name}: an output is only an SVG image, which the PDF path cannot embed; "
-                            "display it as PNG (e.g. `%config InlineBackend.figure_formats = ['png']`).")
+            raise BookError(
+                f"{self.name}: an output is only an SVG image, which the PDF path "
+                f"cannot embed; " "display it as PNG (e.g. `%config "
+                "InlineBackend.figure_formats = ['png']`).")
         if "text/latex" in data: return _text(data["text/latex"]) + "\n"
-        if "text/markdown" in data: return doc_markdown(_text(data["text/markdown"])) + "\n"
+        if "text/markdown" in data:
+            return doc_markdown(_text(data["text/markdown"])) + "\n"
         html = _text(data.get("text/html"))
         if "<table" in html:
             lab = str(opts.get("label", ""))
             if not opts.get("tbl-cap"):
-                raise BookError(f"{self.name}: a table output has no caption; give its cell `#| tbl-cap: \"...\"` "
-                                "(and `#| label: tbl-...` to refer to it)")
-            return table_markdown(html, str(opts["tbl-cap"]), lab if lab.startswith("tbl-") else "") + "\n"
+                raise BookError(
+                    f"{self.name}: a table output has no caption; give its cell `#| "
+                    f"tbl-cap: \"...\"` " "(and `#| label: tbl-...` to refer to it)")
+            return (table_markdown(html, str(opts["tbl-cap"]),
+                                   lab if lab.startswith("tbl-") else "") + "\n")
         if "text/plain" in data:
             txt = clean_text(_text(data["text/plain"]))
             return fence(txt, "cell-output") if txt.strip() else ""
@@ -349,24 +434,35 @@ _re_eq = re.compile(r"\$\$(.+?)\$\$[ \t]*\{#(eq-[\w-]+)\}", re.S)
 _re_img = re.compile(r"(!\[[^\]]*\]\()([^)\s]+)((?:\s+\"[^\"]*\")?\))")
 
 def convert_markdown(src: str, conv: Converter) -> str:
-    "Pandoc-ready markdown for a markdown cell: labelled equations become LaTeX, image links are checked and made absolute."
-    src = _re_eq.sub(lambda m: f"\\begin{{equation}}{m.group(1).strip()}\\label{{{m.group(2)}}}\\end{{equation}}", src)
+    """Pandoc-ready markdown for a markdown cell: labelled equations become LaTeX, image
+    links are checked and made absolute."""
+    def equation(m: re.Match) -> str:
+        body, label = m.group(1).strip(), m.group(2)
+        return f"\\begin{{equation}}{body}\\label{{{label}}}\\end{{equation}}"
+    src = _re_eq.sub(equation, src)
     def img(m):
         target = m.group(2)
         if re.match(r"^[a-z]+:", target): return m.group(0)
         p = (conv.src_dir / target).resolve()
-        if not p.is_file(): raise BookError(f"{conv.name}: the image {target!r} does not exist (looked for {p}).")
+        if not p.is_file():
+            raise BookError(
+                f"{conv.name}: the image {target!r} does not exist (looked for {p}).")
         return m.group(1) + p.as_posix() + m.group(3)
     return _re_img.sub(img, src)
 
 # %% ../nbs/14_book.ipynb #79ec995e
 def merge_streams(outputs: list[dict]) -> list[dict]:
-    """Consecutive outputs of the same stream joined into one, so that a progress bar that redrew itself in many
-    messages (each starting with a carriage return) is typeset as its final state only (`clean_text`)."""
+    """Consecutive outputs of the same stream joined into one, so that a progress bar
+    that redrew itself in many
+    messages (each starting with a carriage return) is typeset as its final state only
+    (`clean_text`)."""
     out: list[dict] = []
     for o in outputs:
-        if out and o.get("output_type") == "stream" and out[-1].get("output_type") == "stream" and out[-1].get("name") == o.get("name"):
-            out[-1] = {**out[-1], "text": _text(out[-1].get("text")) + _text(o.get("text"))}
+        if (out and o.get("output_type") == "stream"
+                and out[-1].get("output_type") == "stream"
+                and out[-1].get("name") == o.get("name")):
+            out[-1] = {**out[-1], "text": _text(out[-1].get("text"))
+                       + _text(o.get("text"))}
         else: out.append(o)
     return out
 
@@ -380,43 +476,60 @@ def notebook_to_markdown(nb: dict, conv: Converter, unnumbered: bool = False) ->
             if m and title is None:
                 fm = yaml.safe_load(m.group(1)) or {}
                 title, desc = fm.get("title"), fm.get("description", "")
-            elif (cell.get("metadata") or {}).get("format") in ("latex", "text/latex"): parts.append(f"```{{=latex}}\n{src}\n```\n")
+            elif (cell.get("metadata") or {}).get("format") in ("latex", "text/latex"):
+                parts.append(f"```{{=latex}}\n{src}\n```\n")
             continue
         if kind == "markdown":
-            if unnumbered: src = re.sub(r"^(#{2,6} [^\n{]*?)[ \t]*$", r"\1 {.unnumbered}", src, flags=re.M)
+            if unnumbered:
+                src = re.sub(r"^(#{2,6} [^\n{]*?)[ \t]*$", r"\1 {.unnumbered}", src,
+                             flags=re.M)
             if src.strip(): parts.append(convert_markdown(src, conv) + "\n")
             continue
         opts, code = cell_options(src)
         if opts.get("include") is False: continue
-        if code.strip() and opts.get("echo", True) is not False: parts.append(fence(code, "python"))
+        if code.strip() and opts.get("echo", True) is not False:
+            parts.append(fence(code, "python"))
         if opts.get("output", True) is False: continue
         lab = str(opts.get("label", ""))
-        fig = {"cap": str(opts.get("fig-cap", ""))} if lab.startswith("fig-") or opts.get("fig-cap") else {}
+        fig = ({"cap": str(opts.get("fig-cap", ""))} if lab.startswith("fig-")
+               or opts.get("fig-cap") else {})
         if lab.startswith("fig-"): fig["label"] = lab
-        outs = [conv.output(o, opts, fig) for o in merge_streams(cell.get("outputs", []))]
+        outs = [conv.output(o, opts, fig) for o in merge_streams(
+            cell.get("outputs", []))]
         if lab.startswith("fig-") and fig:
-            raise BookError(f"{conv.name}: the cell labelled {lab!r} has a figure caption but no image output; "
-                            "run the notebook so the figure is stored, or remove the label.")
+            raise BookError(
+                f"{conv.name}: the cell labelled {lab!r} has a figure caption but no "
+                f"image output; " "run the notebook so the figure is stored, or "
+                "remove the label.")
         parts.extend(o for o in outs if o)
-    if title is None: raise BookError(f"{conv.name}: the notebook has no `# Title` in its first markdown cell.")
-    head = f"# {title}" + (f" {{.unnumbered}}\n\n```{{=latex}}\n\\markboth{{{latex_escape(title)}}}{{{latex_escape(title)}}}\n```" if unnumbered else "") + "\n\n"
+    if title is None:
+        raise BookError(
+            f"{conv.name}: the notebook has no `# Title` in its first markdown cell.")
+    head = (
+        f"# {title}"
+        + (
+            f" {{.unnumbered}}\n\n```{{=latex}}\n\\markboth{{{latex_escape(title)}}}{{{latex_escape(title)}}}\n```"
+            if unnumbered else "") + "\n\n")
     if desc: head += f"::: {{.lead}}\n{desc}\n:::\n\n"
     return head + "\n".join(parts)
 
 # %% ../nbs/14_book.ipynb #4ccd79ad
 XREF_PREFIXES = {"fig": "Figure", "tbl": "Table", "eq": "Equation", "sec": "Section"}
 _re_cite = re.compile(r"(?<![\w@.\\/-])-?@([A-Za-z0-9_][\w:.#$%&+?<>~/-]*)")
-_re_label = re.compile(r"\{#((?:fig|tbl|eq|sec)-[\w-]+)[ }]|\\label\{((?:fig|tbl|eq|sec)-[\w-]+)\}")
+_re_label = re.compile(
+    r"\{#((?:fig|tbl|eq|sec)-[\w-]+)[ }]|\\label\{((?:fig|tbl|eq|sec)-[\w-]+)\}")
 
 def _prose(md: str) -> str:
-    "`md` without fenced code blocks, inline code, math and link targets (where an @ is not a citation)."
+    """`md` without fenced code blocks, inline code, math and link targets (where an @
+    is not a citation)."""
     md = re.sub(r"^(`{3,}).*?^\1\s*$", "", md, flags=re.S | re.M)
     md = re.sub(r"`[^`\n]*`", "", md)
     md = re.sub(r"\$\$.*?\$\$|\$[^$\n]+\$", "", md, flags=re.S)
     return re.sub(r"\]\([^)]*\)|<https?://[^>]*>|https?://\S+", "]", md)
 
 def references(md: str) -> tuple[set[str], set[str], set[str]]:
-    "The cross-reference labels defined in `md`, the cross-references it makes, and the citation keys it uses."
+    """The cross-reference labels defined in `md`, the cross-references it makes, and
+    the citation keys it uses."""
     labels = {a or b for a, b in _re_label.findall(md)}
     keys = {k.rstrip(".:;,") for k in _re_cite.findall(_prose(md))}
     xrefs = {k for k in keys if k.split("-")[0] in XREF_PREFIXES}
@@ -424,17 +537,22 @@ def references(md: str) -> tuple[set[str], set[str], set[str]]:
 
 def bib_keys(path: Path) -> set[str]:
     "The entry keys of a BibTeX file."
-    return set(re.findall(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,", Path(path).read_text(encoding="utf-8"), re.M))
+    return set(re.findall(r"^\s*@\w+\s*\{\s*([^,\s]+)\s*,",
+                          Path(path).read_text(encoding="utf-8"), re.M))
 
 # %% ../nbs/14_book.ipynb #d228c8e4
 def check_references(chapters: dict[str, str], bib: set[str]) -> None:
-    "Raise a `BookError` naming every undefined cross-reference and citation, and the chapter that uses it."
-    defined = set().union(*(references(md)[0] for md in chapters.values())) if chapters else set()
+    """Raise a `BookError` naming every undefined cross-reference and citation, and the
+    chapter that uses it."""
+    defined = (set().union(*(references(md)[0] for md in chapters.values()))
+               if chapters else set())
     problems = []
     for name, md in chapters.items():
         _, xrefs, cites = references(md)
-        problems += [f"{name}: cross-reference @{x} has no matching label {{#{x}}}" for x in sorted(xrefs - defined)]
-        problems += [f"{name}: citation @{c} is not in the bibliography" for c in sorted(cites - bib)]
+        problems += [f"{name}: cross-reference @{x} has no matching label {{#{x}}}"
+                     for x in sorted(xrefs - defined)]
+        problems += [f"{name}: citation @{c} is not in the bibliography"
+                     for c in sorted(cites - bib)]
     if problems: raise BookError("undefined references:\n  " + "\n  ".join(problems))
 
 # %% ../nbs/14_book.ipynb #e76bf7bd
@@ -512,8 +630,9 @@ LATEX_HEADER = r'''
 # %% ../nbs/14_book.ipynb #3dc0c6be
 def latex_escape(s: str) -> str:
     "Escape LaTeX's special characters in plain text."
-    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    rep = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+           "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+           "^": r"\textasciicircum{}"}
     return "".join(rep.get(ch, ch) for ch in s)
 
 def write_qr(url: str, path: Path) -> Path:
@@ -525,37 +644,51 @@ def write_qr(url: str, path: Path) -> Path:
     return path
 
 def title_page(spec: BookSpec, qr: Path | None, version: str = "") -> str:
-    "The LaTeX title page: title, subtitle, authors, date, and the QR code linking to the home page."
+    """The LaTeX title page: title, subtitle, authors, date, and the QR code linking to
+    the home page."""
     e = latex_escape
-    lines = [r"\begin{titlepage}", r"\centering", r"\vspace*{3cm}", rf"{{\Huge\bfseries {e(spec.title)}\par}}"]
+    lines = [r"\begin{titlepage}", r"\centering", r"\vspace*{3cm}",
+             rf"{{\Huge\bfseries {e(spec.title)}\par}}"]
     if spec.subtitle: lines += [r"\vspace{1em}", rf"{{\Large {e(spec.subtitle)}\par}}"]
-    if spec.author: lines += [r"\vspace{2em}", rf"{{\large {e(', '.join(spec.author))}\par}}"]
+    if spec.author:
+        lines += [r"\vspace{2em}", rf"{{\large {e(', '.join(spec.author))}\par}}"]
     lines.append(r"\vfill")
     if qr is not None and spec.site_url:
-        lines += [rf"\href{{{spec.site_url}}}{{\includegraphics[width=3.5cm]{{{qr.as_posix()}}}}}\par", r"\vspace{0.5em}",
-                  rf"\url{{{spec.site_url}}}\par"]
-    meta = " \\quad ".join(e(x) for x in (spec.date, f"version {version}" if version else "") if x)
+        lines += [
+            rf"\href{{{spec.site_url}}}"
+            rf"{{\includegraphics[width=3.5cm]{{{qr.as_posix()}}}}}\par",
+            r"\vspace{0.5em}", rf"\url{{{spec.site_url}}}\par"]
+    meta = " \\quad ".join(e(x) for x in (spec.date,
+                                          f"version {version}" if version else "") if x)
     if meta: lines += [r"\vspace{1em}", rf"{{\small {meta}\par}}"]
     lines += [r"\end{titlepage}"]
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/14_book.ipynb #18f904ae
 def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
-    "Process and convert every chapter of `spec`; return `{chapter path: markdown}` in reading order."
+    """Process and convert every chapter of `spec`; return `{chapter path: markdown}` in
+    reading order."""
     out = {}
     for i, rel in enumerate(spec.all_chapters):
         src = spec.root / rel
         conv = Converter(build / "media", src.parent, rel.stem)
         if src.suffix == ".ipynb":
-            md = notebook_to_markdown(process_notebook(src, spec.root), conv, unnumbered=(i == 0 and rel.stem == "index"))
+            md = notebook_to_markdown(process_notebook(src, spec.root), conv,
+                                      unnumbered=(i == 0 and rel.stem == "index"))
         else:
             text = src.read_text(encoding="utf-8")
             text = re.sub(r"^---\n.*?\n---\n", "", text, flags=re.S)
             md = convert_markdown(text, conv)
-        if i == 0 and rel.stem == "index": md += "\n```{=latex}\n\\llmfsmainmatter\n```\n"   # after the preface
+        # after the preface
+        if i == 0 and rel.stem == "index":
+            md += "\n```{=latex}\n\\llmfsmainmatter\n```\n"
         m = re.match(r"(\d+)_", rel.name)
-        if m and rel in spec.chapters: md = f"```{{=latex}}\n\\setcounter{{chapter}}{{{int(m.group(1)) - 1}}}\n```\n\n" + md
-        if spec.appendices and rel == spec.appendices[0]: md = "```{=latex}\n\\appendix\n```\n\n" + md
+        if m and rel in spec.chapters:
+            md = (
+                f"```{{=latex}}\n\\setcounter{{chapter}}{{{int(m.group(1)) - 1}}}\n```\n\n"
+                + md)
+        if spec.appendices and rel == spec.appendices[0]:
+            md = "```{=latex}\n\\appendix\n```\n\n" + md
         out[rel.as_posix()] = md
     return out
 
@@ -565,7 +698,8 @@ class LatexResult:
     pdf: Path
     pages: int
     passes: int
-    overfull: int                 # overfull \hbox warnings (text running into the margin) in the final pass
+    # overfull \hbox warnings (text running into the margin) in the final pass
+    overfull: int
     warnings: list[str]
     stage: Path | None = None     # the staged Quarto project (Quarto path only)
 
@@ -576,51 +710,74 @@ def _latex_problems(log: str) -> list[str]:
     for i, ln in enumerate(lines):
         if ln.startswith("! ") or re.match(r"^[^:\s]+\.tex:\d+: ", ln):
             probs.append("\n    ".join(lines[i:i + 4]))
-    probs += [m.group(0) for m in re.finditer(r"LaTeX Warning: (Reference|Citation) `[^']+' on page \d+ undefined", log)]
+    probs += [m.group(0) for m in re.finditer(
+        r"LaTeX Warning: (Reference|Citation) `[^']+' on page \d+ undefined", log)]
     probs += [m.group(0) for m in re.finditer(r"File `[^']+' not found", log)]
     return probs
 
 def run_latex(tex: Path, max_passes: int = 4) -> LatexResult:
-    "Typeset `tex` with xelatex until references are stable; raise `BookError` on any error, undefined reference or missing file."
+    """Typeset `tex` with xelatex until references are stable; raise `BookError` on any
+    error, undefined reference or missing file."""
     exe = shutil.which("xelatex")
-    if exe is None: raise BookError("xelatex was not found: install TeX Live (Debian: texlive-xetex texlive-latex-extra "
-                                    "texlive-fonts-recommended texlive-plain-generic lmodern), or run scripts/book which does.")
+    if exe is None:
+        raise BookError(
+            "xelatex was not found: install TeX Live (Debian: texlive-xetex "
+            "texlive-latex-extra " "texlive-fonts-recommended texlive-plain-generic "
+            "lmodern), or run scripts/book which does.")
     pdf, log_path = tex.with_suffix(".pdf"), tex.with_suffix(".log")
     for n in range(1, max_passes + 1):
         if pdf.exists(): pdf.unlink()
-        r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", tex.name],
-                           cwd=tex.parent, capture_output=True, text=True, errors="replace")
+        r = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error",
+                            "-file-line-error", tex.name], cwd=tex.parent,
+                           capture_output=True, text=True, errors="replace")
         log = log_path.read_text(errors="replace") if log_path.exists() else r.stdout
         if r.returncode != 0:
             probs = _latex_problems(log) or [r.stdout[-2000:]]
-            raise BookError(f"xelatex failed on {tex} (pass {n}); full log: {log_path}\n  " + "\n  ".join(probs[:10]))
+            raise BookError(
+                f"xelatex failed on {tex} (pass {n}); full log: {log_path}\n  "
+                + "\n  ".join(probs[:10]))
         if not re.search(r"Rerun to get|Label\(s\) may have changed", log): break
     probs = _latex_problems(log)
-    if probs: raise BookError(f"the book has problems LaTeX could not resolve ({log_path}):\n  " + "\n  ".join(probs[:20]))
-    missing = sorted(set(re.findall(r"Missing character: There is no (.+?) in font", log)))
+    if probs:
+        raise BookError(
+            f"the book has problems LaTeX could not resolve ({log_path}):\n  "
+            + "\n  ".join(probs[:20]))
+    missing = sorted(set(re.findall(r"Missing character: There is no (.+?) in font",
+                                    log)))
     m = re.search(r"Output written on .*?\((\d+) pages?", log)
     if not pdf.is_file() or not m or pdf.read_bytes()[:5] != b"%PDF-":
-        raise BookError(f"xelatex reported success but produced no sound PDF at {pdf}; see {log_path}")
-    return LatexResult(pdf=pdf, pages=int(m.group(1)), passes=n, overfull=len(re.findall(r"^Overfull \\hbox", log, re.M)),
+        raise BookError(
+            f"xelatex reported success but produced no sound PDF at {pdf}; see "
+            f"{log_path}")
+    return LatexResult(pdf=pdf, pages=int(m.group(1)), passes=n,
+                       overfull=len(re.findall(r"^Overfull \\hbox", log, re.M)),
                        warnings=[f"glyph missing from the fonts: {c}" for c in missing])
 
 # %% ../nbs/14_book.ipynb #314d04db
 def pandoc_args(spec: BookSpec, build: Path) -> list[str]:
-    "The pandoc command line for the book (input `book.md`, output `book.tex`, both in `build`)."
+    """The pandoc command line for the book (input `book.md`, output `book.tex`, both in
+    `build`)."""
     pdf = spec.pdf
     mono = "DejaVu Sans Mono" if _has_font("DejaVu Sans Mono") else "Latin Modern Mono"
-    args = [_pandoc_path(), "book.md", "-f", "markdown+raw_tex+tex_math_dollars", "-t", "latex", "-s", "-o", "book.tex",
-            "--top-level-division=chapter", "--number-sections", "--toc", f"--toc-depth={pdf.get('toc-depth', 2)}",
-            "--lua-filter=book.lua", "-H", "header.tex", "-B", "before.tex",
-            "-V", f"documentclass={pdf.get('documentclass', 'book')}",
-            "-V", f"classoption={','.join(_as_list(pdf.get('classoption')) or ['oneside', 'openany'])}",
-            "-V", f"papersize={pdf.get('papersize', 'a4')}", "-V", f"fontsize={pdf.get('fontsize', '11pt')}",
-            "-V", f"monofont={mono}", "-V", "monofontoptions=Scale=0.85", "-V", "colorlinks=true",
-            "-V", "linkcolor=blue!50!black", "-V", "urlcolor=blue!50!black", "-V", "citecolor=green!40!black",
-            "-V", f"title-meta={spec.title}", "-V", f"author-meta={', '.join(spec.author)}"]
-    for g in _as_list(pdf.get("geometry")) or ["margin=2.5cm"]: args += ["-V", f"geometry={g}"]
+    args = [_pandoc_path(), "book.md", "-f", "markdown+raw_tex+tex_math_dollars", "-t",
+            "latex", "-s", "-o", "book.tex", "--top-level-division=chapter",
+            "--number-sections", "--toc", f"--toc-depth={pdf.get('toc-depth', 2)}",
+            "--lua-filter=book.lua", "-H", "header.tex", "-B", "before.tex", "-V",
+            f"documentclass={pdf.get('documentclass', 'book')}", "-V",
+            "classoption=" + ",".join(_as_list(pdf.get("classoption"))
+                                      or ["oneside", "openany"]),
+            "-V", f"papersize={pdf.get('papersize', 'a4')}", "-V",
+            f"fontsize={pdf.get('fontsize', '11pt')}", "-V", f"monofont={mono}", "-V",
+            "monofontoptions=Scale=0.85", "-V", "colorlinks=true", "-V",
+            "linkcolor=blue!50!black", "-V", "urlcolor=blue!50!black", "-V",
+            "citecolor=green!40!black", "-V", f"title-meta={spec.title}", "-V",
+            f"author-meta={', '.join(spec.author)}"]
+    for g in _as_list(pdf.get("geometry")) or ["margin=2.5cm"]:
+        args += ["-V", f"geometry={g}"]
     if spec.bibliography:
-        args += ["--citeproc", f"--bibliography={(spec.root / spec.bibliography).as_posix()}", "-M", "link-citations=true"]
+        args += ["--citeproc",
+                 f"--bibliography={(spec.root / spec.bibliography).as_posix()}", "-M",
+                 "link-citations=true"]
     return args
 
 def _has_font(name: str) -> bool:
@@ -631,24 +788,35 @@ def _has_font(name: str) -> bool:
 
 # %% ../nbs/14_book.ipynb #bd22cf48
 def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
-    "Build the book with pandoc + XeLaTeX into `output`, using `build` as the scratch folder."
+    """Build the book with pandoc + XeLaTeX into `output`, using `build` as the scratch
+    folder."""
     if build.exists(): shutil.rmtree(build)
     build.mkdir(parents=True)
     chapters = assemble(spec, build)
-    check_references(chapters, bib_keys(spec.root / spec.bibliography) if spec.bibliography else set())
+    check_references(chapters, bib_keys(spec.root / spec.bibliography)
+                     if spec.bibliography else set())
     body = "\n\n".join(chapters.values())
     if spec.bibliography:
-        body += ("\n\n```{=latex}\n\\backmatter\n```\n\n# References {.unnumbered}\n\n```{=latex}\n"   # its own header,
-                 "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")                 # not Appendix A's
+        # its own header,
+        body += (
+            "\n\n```{=latex}\n\\backmatter\n```\n\n# References "
+            "{.unnumbered}\n\n```{=latex}\n"
+                 # not Appendix A's
+                 "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")
     (build / "book.md").write_text(body, encoding="utf-8")
     (build / "book.lua").write_text(LUA_FILTER, encoding="utf-8")
     (build / "header.tex").write_text(LATEX_HEADER, encoding="utf-8")
     qr = write_qr(spec.site_url, build / "media" / "qr.png") if spec.site_url else None
-    (build / "before.tex").write_text("\\frontmatter\n" + title_page(spec, qr, _book_version(spec.root)), encoding="utf-8")
-    r = subprocess.run(pandoc_args(spec, build), cwd=build, capture_output=True, text=True)
+    (build / "before.tex").write_text("\\frontmatter\n"
+                                      + title_page(spec, qr, _book_version(spec.root)),
+                                      encoding="utf-8")
+    r = subprocess.run(pandoc_args(spec, build), cwd=build, capture_output=True,
+                       text=True)
     notfound = re.findall(r"Citeproc: citation (\S+) not found", r.stderr)
     if r.returncode or notfound:
-        raise BookError(f"pandoc failed: {r.stderr.strip()}" if r.returncode else f"citations not in the bibliography: {', '.join(notfound)}")
+        raise BookError(f"pandoc failed: {r.stderr.strip()}" if r.returncode
+                        else f"citations not in the bibliography: "
+                        f"{', '.join(notfound)}")
     res = run_latex(build / "book.tex")
     output = Path(output)
     with atomic_path(output) as tmp: shutil.copyfile(res.pdf, tmp)
@@ -656,53 +824,75 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
     return res
 
 def _book_version(root: Path) -> str:
-    "The package version recorded next to the book (nbdev's `__version__` in a package's `__init__.py`), if any."
+    """The package version recorded next to the book (nbdev's `__version__` in a
+    package's `__init__.py`), if any."""
     from nbdev.config import read_version
-    return next((v for p in sorted(root.glob("*/__init__.py")) if (v := read_version(p.parent))), "")
+    return next((v for p in sorted(root.glob("*/__init__.py"))
+                 if (v := read_version(p.parent))), "")
 
 # %% ../nbs/14_book.ipynb #94c6acef
-QUARTO_STAGE = "_quarto_book"      # the staged Quarto project, in the book's root (ignored by git, like `.quarto/`)
+# the staged Quarto project, in the book's root (ignored by git, like `.quarto/`)
+QUARTO_STAGE = "_quarto_book"
 
 QUARTO_HEADER = LATEX_HEADER + r'''
 \DefineVerbatimEnvironment{verbatim}{Verbatim}{breaklines,breakanywhere,fontsize=\small}
 '''
 
 def _latex_cell(tex: str) -> dict:
-    "A markdown cell holding raw LaTeX (Quarto and pandoc both read a ```{=latex} block)."
-    return {"cell_type": "markdown", "metadata": {}, "source": f"```{{=latex}}\n{tex}\n```"}
+    """A markdown cell holding raw LaTeX (Quarto and pandoc both read a ```{=latex}
+    block)."""
+    return {"cell_type": "markdown", "metadata": {},
+            "source": f"```{{=latex}}\n{tex}\n```"}
 
-def quarto_notebook(nb: dict, preface: bool = False, next_chapter: int | None = None) -> dict:
-    """A processed notebook made ready for Quarto, numbered as the pandoc path numbers it: `show_doc` headings
-    unnumbered and out of the contents (`doc_markdown`), the preface's title an unnumbered heading, and the chapter
-    counter set for the chapter that follows (`next_chapter`, from its file name: 03_x is chapter 3)."""
+def quarto_notebook(nb: dict, preface: bool = False,
+                    next_chapter: int | None = None) -> dict:
+    """A processed notebook made ready for Quarto, numbered as the pandoc path numbers
+    it: `show_doc` headings
+    unnumbered and out of the contents (`doc_markdown`), the preface's title an
+    unnumbered heading, and the chapter
+    counter set for the chapter that follows (`next_chapter`, from its file name: 03_x
+    is chapter 3)."""
     nb = json.loads(json.dumps(nb))
     for c in nb["cells"]:
         for o in c.get("outputs", []) if c["cell_type"] == "code" else []:
             d = o.get("data") or {}
-            if "text/markdown" in d: d["text/markdown"] = doc_markdown(_text(d["text/markdown"]))
-            elif "<table" in _text(d.get("text/html")):      # the same table as the pandoc path (Quarto adds the caption)
+            if "text/markdown" in d:
+                d["text/markdown"] = doc_markdown(_text(d["text/markdown"]))
+            # the same table as the pandoc path (Quarto adds the caption)
+            elif "<table" in _text(d.get("text/html")):
                 o["data"] = {"text/markdown": table_markdown(_text(d["text/html"]))}
-    if preface:                        # Quarto numbers a title it reads from front matter; a heading can opt out
+    # Quarto numbers a title it reads from front matter; a heading can opt out
+    if preface:
         for i, c in enumerate(nb["cells"]):
-            m = re.match(r"^\s*---\n(.*?)\n---", _text(c["source"]), re.S) if c["cell_type"] == "raw" else None
+            m = (re.match(r"^\s*---\n(.*?)\n---", _text(c["source"]), re.S)
+                 if c["cell_type"] == "raw" else None)
             if m:
                 fm = yaml.safe_load(m.group(1)) or {}
-                head = f"# {fm.get('title', 'Preface')} {{.unnumbered}}" + (f"\n\n{fm['description']}" if fm.get("description") else "")
-                nb["cells"][i] = {"cell_type": "markdown", "metadata": {}, "source": head}
+                head = (f"# {fm.get('title', 'Preface')} {{.unnumbered}}"
+                        + (f"\n\n{fm['description']}" if fm.get("description") else ""))
+                nb["cells"][i] = {"cell_type": "markdown", "metadata": {},
+                                  "source": head}
                 break
-    if preface: nb["cells"].append(_latex_cell("\\llmfsmainmatter"))           # arabic page numbers from here
-    if next_chapter is not None: nb["cells"].append(_latex_cell(f"\\setcounter{{chapter}}{{{next_chapter - 1}}}"))
+    # arabic page numbers from here
+    if preface: nb["cells"].append(_latex_cell("\\llmfsmainmatter"))
+    if next_chapter is not None:
+        nb["cells"].append(
+            _latex_cell(f"\\setcounter{{chapter}}{{{next_chapter - 1}}}"))
     seen: set[str] = set()
-    for i, c in enumerate(nb["cells"]):              # nbformat 4.5 wants a unique id on every cell
+    for i, c in enumerate(nb["cells"]):  # nbformat 4.5 wants a unique id on every cell
         if not c.get("id") or c["id"] in seen: c["id"] = f"llmfs-{i}"
         seen.add(c["id"])
     return nb
 
 def stage_quarto(spec: BookSpec, stage: Path) -> Path:
-    """Stage the book as a Quarto project in `stage`, which `quarto render` (run there) turns into the same book as the
-    pandoc path: the nbdev-processed chapters side by side, the preface as `index.ipynb` (Quarto's home page), written
-    with nbformat (cell sources as lists of lines); a References chapter; the figures, bibliography and title page;
-    and `_quarto.yml` pointing at them, with the pandoc path's LaTeX preamble and callouts without icons (no
+    """Stage the book as a Quarto project in `stage`, which `quarto render` (run there)
+    turns into the same book as the
+    pandoc path: the nbdev-processed chapters side by side, the preface as `index.ipynb`
+    (Quarto's home page), written
+    with nbformat (cell sources as lists of lines); a References chapter; the figures,
+    bibliography and title page;
+    and `_quarto.yml` pointing at them, with the pandoc path's LaTeX preamble and
+    callouts without icons (no
     `fontawesome5`)."""
     import nbformat
     if stage.exists(): shutil.rmtree(stage)
@@ -711,15 +901,20 @@ def stage_quarto(spec: BookSpec, stage: Path) -> Path:
     names: dict[Path, str] = {}
     for i, rel in enumerate(chapters):
         name = "index" + rel.suffix if i == 0 else rel.name
-        if name in names.values(): raise BookError(f"two chapters would both be staged as {name}: rename one of them")
+        if name in names.values():
+            raise BookError(
+                f"two chapters would both be staged as {name}: rename one of them")
         names[rel] = name
     for i, rel in enumerate(chapters):
         nxt = chapters[i + 1] if i + 1 < len(chapters) else None
-        m = re.match(r"(\d+)_", nxt.name) if nxt is not None and nxt in spec.chapters else None
+        m = (re.match(r"(\d+)_", nxt.name) if nxt is not None
+             and nxt in spec.chapters else None)
         if rel.suffix == ".ipynb":
-            nb = quarto_notebook(process_notebook(spec.root / rel, spec.root), preface=i == 0,
-                                 next_chapter=int(m.group(1)) if m else None)
-            (stage / names[rel]).write_text(nbformat.writes(nbformat.from_dict(nb)), encoding="utf-8")
+            nb = quarto_notebook(process_notebook(spec.root / rel, spec.root),
+                                 preface=i == 0, next_chapter=int(m.group(1)) if m
+                                 else None)
+            (stage / names[rel]).write_text(nbformat.writes(nbformat.from_dict(nb)),
+                                            encoding="utf-8")
         else: shutil.copy2(spec.root / rel, stage / names[rel])
     conf = yaml.safe_load((spec.root / "_quarto.yml").read_text(encoding="utf-8"))
     book = conf.setdefault("book", {})
@@ -728,61 +923,83 @@ def stage_quarto(spec: BookSpec, stage: Path) -> Path:
     if spec.bibliography:
         shutil.copy2(spec.root / spec.bibliography, stage / spec.bibliography.name)
         conf["bibliography"] = spec.bibliography.name
-        (stage / "references.qmd").write_text("# References {.unnumbered}\n\n```{=latex}\n\\markboth{References}{References}\n"
-                                              "```\n\n::: {#refs}\n:::\n", encoding="utf-8")
+        (stage / "references.qmd").write_text(
+            "# References "
+            "{.unnumbered}\n\n```{=latex}\n\\markboth{References}{References}\n"
+            "```\n\n::: {#refs}\n:::\n", encoding="utf-8")
         book["appendices"].append("references.qmd")
     pdf = conf.setdefault("format", {}).setdefault("pdf", {})
-    pdf.update({"include-in-header": {"text": QUARTO_HEADER}, "include-before-body": "_titlepage.tex",
-                "callout-icon": False, "monofontoptions": ["Scale=0.85"]})
+    pdf.update({"include-in-header": {"text": QUARTO_HEADER},
+                "include-before-body": "_titlepage.tex", "callout-icon": False,
+                "monofontoptions": ["Scale=0.85"]})
     if _has_font("DejaVu Sans Mono"): pdf["monofont"] = "DejaVu Sans Mono"
     class Dumper(yaml.SafeDumper): pass
-    Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
-    (stage / "_quarto.yml").write_text(yaml.dump(conf, Dumper=Dumper, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    if (spec.root / "figures").is_dir(): shutil.copytree(spec.root / "figures", stage / "figures")
+    Dumper.add_representer(str, lambda d, v: d.represent_scalar(
+        "tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+    (stage / "_quarto.yml").write_text(yaml.dump(conf, Dumper=Dumper, sort_keys=False,
+                                                 allow_unicode=True), encoding="utf-8")
+    if (spec.root / "figures").is_dir():
+        shutil.copytree(spec.root / "figures", stage / "figures")
     tex = ""
     if spec.site_url:
         write_qr(spec.site_url, stage / "qr.png")
-        tex = r"\begin{center}\includegraphics[width=3cm]{qr.png}\\\url{" + spec.site_url + r"}\end{center}" + "\n"
+        tex = (r"\begin{center}\includegraphics[width=3cm]{qr.png}\\\url{"
+               + spec.site_url + r"}\end{center}" + "\n")
     (stage / "_titlepage.tex").write_text(tex, encoding="utf-8")
     return stage
 
 def _pdf_pages(pdf: Path) -> int:
     "Pages of `pdf` by poppler's `pdfinfo` (0 when it is not installed)."
     if not shutil.which("pdfinfo"): return 0
-    m = re.search(r"^Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout, re.M)
+    m = re.search(r"^Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)],
+                                                     capture_output=True,
+                                                     text=True).stdout, re.M)
     return int(m.group(1)) if m else 0
 
 def build_with_quarto(spec: BookSpec, output: Path, stage: Path | None = None) -> Path:
-    "Stage the book (`stage_quarto`) and render it with `quarto render` in the stage; copy the PDF to `output`."
+    """Stage the book (`stage_quarto`) and render it with `quarto render` in the stage;
+    copy the PDF to `output`."""
     quarto = shutil.which("quarto")
-    if quarto is None: raise BookError("quarto is not installed; use --engine pandoc (the default when Quarto is absent).")
+    if quarto is None:
+        raise BookError(
+            "quarto is not installed; use --engine pandoc (the default when Quarto is "
+            "absent).")
     stage = stage_quarto(spec, stage or spec.root / QUARTO_STAGE)
-    r = subprocess.run([quarto, "render", str(stage), "--to", "pdf"], capture_output=True, text=True)
-    if r.returncode: raise BookError(f"quarto render failed (in {stage}):\n{r.stderr[-3000:]}")
-    pdfs = sorted(stage.rglob(f"{spec.output_file}.pdf")) or sorted(stage.rglob("*.pdf"))
-    if not pdfs: raise BookError(f"quarto render finished but no PDF was found under {stage}")
+    r = subprocess.run([quarto, "render", str(stage), "--to", "pdf"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise BookError(f"quarto render failed (in {stage}):\n{r.stderr[-3000:]}")
+    pdfs = (sorted(stage.rglob(f"{spec.output_file}.pdf"))
+            or sorted(stage.rglob("*.pdf")))
+    if not pdfs:
+        raise BookError(f"quarto render finished but no PDF was found under {stage}")
     with atomic_path(output) as tmp: shutil.copyfile(pdfs[0], tmp)
     return output
 
 # %% ../nbs/14_book.ipynb #65bbcc8b
 def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path]:
-    """The chapter notebooks named by `names` (all of them when None or empty), in book order. A name is a notebook's
-    path (`nbs/06_pretraining.ipynb`), its file name or stem (`06_pretraining`), or its number (`06`, `6`)."""
+    """The chapter notebooks named by `names` (all of them when None or empty), in book
+    order. A name is a notebook's
+    path (`nbs/06_pretraining.ipynb`), its file name or stem (`06_pretraining`), or its
+    number (`06`, `6`)."""
     nbs = [c for c in spec.all_chapters if c.suffix == ".ipynb"]
     if not names: return nbs
     def matches(rel: Path, name: str) -> bool:
         n = name.strip().removesuffix(".ipynb").rstrip("/").split("/")[-1]
         num = rel.stem.split("_")[0]
-        return n in (rel.stem, rel.as_posix().removesuffix(".ipynb")) or (n.isdigit() and num.isdigit() and int(n) == int(num))
+        return (n in (rel.stem, rel.as_posix().removesuffix(".ipynb"))
+                or (n.isdigit() and num.isdigit() and int(n) == int(num)))
     unknown = [n for n in names if not any(matches(r, n) for r in nbs)]
     if unknown:
         raise UserError(f"no chapter called {', '.join(map(repr, unknown))}",
-                        f"give a number such as 06, or a name: {', '.join(r.stem for r in nbs)}", code=2)
+                         f"give a number such as 06, or a name: "
+                        f"{', '.join(r.stem for r in nbs)}", code=2)
     return [r for r in nbs if any(matches(r, n) for n in names)]
 
 def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
                      names: list[str] | None = None) -> list[tuple[str, float]]:
-    "Execute the chapters `names` (default: all) in book order at `scale`, storing their outputs; return (chapter, seconds) pairs."
+    """Execute the chapters `names` (default: all) in book order at `scale`, storing
+    their outputs; return (chapter, seconds) pairs."""
     import time
     import nbformat
     from nbclient import NotebookClient
@@ -793,16 +1010,23 @@ def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
     times, old = [], os.environ.get("LLMFS_SCALE")
     os.environ["LLMFS_SCALE"] = scale
     try:
-        with Progress(len(chapters), "executing chapters", unit="chapter", every=0) as bar:
+        with Progress(len(chapters), "executing chapters", unit="chapter",
+                      every=0) as bar:
             for rel in chapters:
                 src = spec.root / rel
                 nb = nbformat.read(str(src), as_version=4)
                 t0 = time.perf_counter()
-                try: NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}}).execute()
+                try:
+                    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                   resources={"metadata": {
+                                       "path": str(src.parent)}}).execute()
                 except CellExecutionError as e:
-                    raise BookError(f"{rel} failed while executing at {scale} scale:\n{clean_text(str(e))[-3000:]}") from None
+                    raise BookError(
+                        f"{rel} failed while executing at {scale} "
+                        f"scale:\n{clean_text(str(e))[-3000:]}") from None
                 times.append((rel.as_posix(), time.perf_counter() - t0))
-                print(f"executed {rel.as_posix()} in {times[-1][1]:.0f} s", file=sys.stderr, flush=True)
+                print(f"executed {rel.as_posix()} in {times[-1][1]:.0f} s",
+                      file=sys.stderr, flush=True)
                 d = json.loads(nbformat.writes(nb))
                 clean_nb(d)
                 atomic_write(src, json.dumps(d, indent=1, ensure_ascii=False) + "\n")
@@ -814,17 +1038,22 @@ def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
 
 
 # %% ../nbs/14_book.ipynb #cad102a9
-def build_book(root: Path | str = ".", output: Path | str | None = None, engine: str = "auto",
+def build_book(root: Path | str = ".", output: Path | str | None = None,
+               engine: str = "auto",
                execute: bool | list[str] = False) -> LatexResult:
-    """Build the book in `root` to `output` (default: `<output-file>.pdf` in `root`); return the PDF's path, page count
-    and warnings. `execute`: re-run every chapter at book scale first (True), or only the chapters named in a list."""
+    """Build the book in `root` to `output` (default: `<output-file>.pdf` in `root`);
+    return the PDF's path, page count
+    and warnings. `execute`: re-run every chapter at book scale first (True), or only
+    the chapters named in a list."""
     spec = read_spec(root)
-    if engine not in ("auto", "quarto", "pandoc"): raise BookError(f"unknown engine {engine!r}: use auto, quarto or pandoc.")
+    if engine not in ("auto", "quarto", "pandoc"):
+        raise BookError(f"unknown engine {engine!r}: use auto, quarto or pandoc.")
     if execute: execute_chapters(spec, names=None if execute is True else list(execute))
     out = Path(output).resolve() if output else spec.root / f"{spec.output_file}.pdf"
     if engine == "quarto" or (engine == "auto" and shutil.which("quarto")):
         pdf = build_with_quarto(spec, out)
-        return LatexResult(pdf=pdf, pages=_pdf_pages(pdf), passes=0, overfull=0, warnings=[], stage=spec.root / QUARTO_STAGE)
+        return LatexResult(pdf=pdf, pages=_pdf_pages(pdf), passes=0, overfull=0,
+                           warnings=[], stage=spec.root / QUARTO_STAGE)
     return build_pdf(spec, out, spec.root / "_build" / "book")
 
 
@@ -832,9 +1061,11 @@ def build_book(root: Path | str = ".", output: Path | str | None = None, engine:
 _EXPORT = re.compile(r"^#\|\s*(default_exp|exports?)\s+([\w.]+)\s*$", re.M)
 
 def module_homes(nbs: Path) -> dict[str, Path]:
-    "For each module that notebooks in `nbs` export to without any `#| default_exp` for it: the first notebook (sorted by name) that does."
+    """For each module that notebooks in `nbs` export to without any `#| default_exp`
+    for it: the first notebook (sorted by name) that does."""
     defaults, first = set(), {}
-    for nb in sorted(p for p in Path(nbs).glob("*.ipynb") if not p.name.startswith(("_", "."))):
+    for nb in sorted(p for p in Path(nbs).glob("*.ipynb")
+                     if not p.name.startswith(("_", "."))):
         for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
             if cell["cell_type"] != "code": continue
             for kind, mod in _EXPORT.findall("".join(cell["source"])):
@@ -843,7 +1074,8 @@ def module_homes(nbs: Path) -> dict[str, Path]:
     return {m: nb for m, nb in first.items() if m not in defaults}
 
 class ModuleHomes:
-    "nbdev export processor: before a notebook is exported, start afresh each module whose home (see `module_homes`) it is."
+    """nbdev export processor: before a notebook is exported, start afresh each module
+    whose home (see `module_homes`) it is."""
     def __init__(self, nb): self.nb = nb
 
     def begin(self):
@@ -854,7 +1086,10 @@ class ModuleHomes:
             dest = cfg.lib_path / f"{mod.replace('.', '/')}.py"
             rel = os.path.relpath(home, dest.parent)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(f'"""The `{mod}` module, exported from {home.name}."""\n\n'
-                            f"# AUTOGENERATED! DO NOT EDIT! File to edit: {Path(rel).as_posix()}.\n\n"
-                            "from __future__ import annotations\n\n# %% auto #0\n__all__ = []\n", encoding="utf-8")
+            dest.write_text(
+                f'"""The `{mod}` module, exported from {home.name}."""\n\n'
+                 f"# AUTOGENERATED! DO NOT EDIT! File to edit: "
+                f"{Path(rel).as_posix()}.\n\n" "from __future__ import "
+                "annotations\n\n# %% auto #0\n__all__ "
+                "= []\n", encoding="utf-8")
 

@@ -22,14 +22,18 @@ import torch
 from .core import Config, UserError, atomic_write
 
 CKPT_FORMAT = 2        # 2: the GPT's embedding is chapter 3's module (emb.tok, emb.pos)
-# Fields that may change between an interrupted run and its resumption without changing what it computes.
-RESUME_FREE = ("eval_interval", "eval_batches", "ckpt_interval", "compile", "device", "threads")
+# Fields that may change between an interrupted run and its resumption without changing
+# what it computes.
+RESUME_FREE = ("eval_interval", "eval_batches", "ckpt_interval", "compile", "device",
+               "threads")
 
 def rng_state() -> dict[str, Any]:
-    "The states of Python's, NumPy's and PyTorch's global random generators, as tensors and plain values."
+    """The states of Python's, NumPy's and PyTorch's global random generators, as
+    tensors and plain values."""
     np_state = np.random.get_state()
     st = {"python": random.getstate(), "torch": torch.get_rng_state(),
-          "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])]}
+          "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                    *map(float, np_state[2:])]}
     if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
@@ -38,39 +42,52 @@ def set_rng_state(st: dict[str, Any]) -> None:
     v, internal, gauss = st["python"]
     random.setstate((v, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = st["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss),
+                         float(cached)))
     torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    "Write `state` to `path` atomically (chapter 0's `atomic_write`: a temporary file, flushed, renamed over `path`)."
+    """Write `state` to `path` atomically (chapter 0's `atomic_write`: a temporary file,
+    flushed, renamed over `path`)."""
     try: return atomic_write(path, lambda f: torch.save(state, f))
-    except RuntimeError as e:                  # torch's writer reports a full disk as a RuntimeError: say what it is
+    # torch's writer reports a full disk as a RuntimeError: say what it is
+    except RuntimeError as e:
         if shutil.disk_usage(Path(path).parent).free < 64 * 2**20:
             raise OSError(errno.ENOSPC, f"no space left to write {path}") from e
         raise
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` without executing any pickled code (weights_only=True).
-    A pickle that would run code raises `pickle.UnpicklingError`; a damaged or foreign file a `ValueError` naming it."""
+    """Read a checkpoint written by `save_checkpoint` without executing any pickled code
+    (weights_only=True).
+    A pickle that would run code raises `pickle.UnpicklingError`; a damaged or foreign
+    file a `ValueError` naming it."""
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError: raise
     except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is damaged or not a checkpoint ({type(e).__name__})") from e
+        raise ValueError(
+            f"{path} is damaged or not a checkpoint ({type(e).__name__})") from e
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not a format-{CKPT_FORMAT} training checkpoint of this book.")
+        raise ValueError(
+            f"{path} is not a format-{CKPT_FORMAT} training checkpoint of this book.")
     return state
 
-def check_compatible(state: dict[str, Any], model_cfg: Config, cfg: Config, data_id: dict[str, Any]) -> None:
-    "Refuse (a `UserError` naming the fields) to resume from a checkpoint written by a different model, run or dataset."
+def check_compatible(state: dict[str, Any], model_cfg: Config, cfg: Config,
+                     data_id: dict[str, Any]) -> None:
+    """Refuse (a `UserError` naming the fields) to resume from a checkpoint written by a
+    different model, run or dataset."""
     def changed(section: str, then: dict, now: dict, free: tuple = ()) -> list[str]:
-        return [f"{section}.{k}: checkpoint {v!r}, now {now.get(k)!r}" for k, v in then.items()
-                if k not in free and now.get(k) != v]
+        return [f"{section}.{k}: checkpoint {v!r}, now {now.get(k)!r}"
+                for k, v in then.items() if k not in free and now.get(k) != v]
     problems = (changed("model", state["model_config"], model_cfg.to_dict())
                 + changed("train", state["train_config"], cfg.to_dict(), RESUME_FREE)
                 + changed("data", state["data"]["id"], data_id))
     if problems:
-        raise UserError("the run folder's checkpoint was written by a different configuration: " + "; ".join(problems),
-                        "use the same configuration, another run folder, or --overwrite to start afresh")
+        raise UserError(
+            "the run folder's checkpoint was written by a different configuration: "
+            + "; ".join(problems),
+             "use the same configuration, another run folder, or --overwrite to start "
+            "afresh")

@@ -25,54 +25,77 @@ __all__ = ['COMMANDS', 'explain', 'Parser', 'HelpFormatter', 'command', 'build_p
            'tokenizer', 'shards', 'train', 'plan', 'generate', 'chat', 'evaluate', 'book']
 
 # %% ../nbs/15_cli.ipynb #e3fa8b23
-def _one_line(s: str) -> str: return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
+def _one_line(s: str) -> str:
+    return "; ".join(p.strip() for p in str(s).strip().splitlines() if p.strip())
 
 def explain(e: BaseException, command: str = "") -> tuple[str, int]:
-    "The one-line message (what was wrong - what to do) and the exit code for exception `e` raised by `llmfs COMMAND`."
+    """The one-line message (what was wrong - what to do) and the exit code for
+    exception `e` raised by `llmfs COMMAND`."""
     helpme = f"run 'llmfs {command} --help'".replace("  ", " ")
     if isinstance(e, UserError): return _one_line(str(e)), e.code
     if isinstance(e, UnicodeDecodeError):
-        return f"the input is not UTF-8 text ({e.reason} at byte {e.start}) - convert it to UTF-8 first", 1
+        return (
+            f"the input is not UTF-8 text ({e.reason} at byte {e.start}) - convert it "
+            f"to UTF-8 first", 1)
     if isinstance(e, FileNotFoundError):
-        return f"no such file or folder: {e.filename or _one_line(e)} - check the path", 1
-    if isinstance(e, IsADirectoryError): return f"{e.filename} is a folder, not a file - give the path of a file", 1
-    if isinstance(e, NotADirectoryError): return f"{e.filename} is not a folder - give the path of a folder", 1
+        return (
+            f"no such file or folder: {e.filename or _one_line(e)} - check the path", 1)
+    if isinstance(e, IsADirectoryError):
+        return f"{e.filename} is a folder, not a file - give the path of a file", 1
+    if isinstance(e, NotADirectoryError):
+        return f"{e.filename} is not a folder - give the path of a folder", 1
     if isinstance(e, PermissionError):
-        return f"permission denied: {e.filename or _one_line(e)} - choose a file or folder you can write to", 1
+        return (
+            f"permission denied: {e.filename or _one_line(e)} - choose a file or "
+            f"folder you can write to", 1)
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return "no space left on the device - free some disk space and run again (files written before are unchanged)", 1
+        return (
+            "no space left on the device - free some disk space and run again (files "
+            "written before are unchanged)", 1)
     if isinstance(e, OSError) and e.errno == errno.EROFS:
-        return f"{e.filename or 'the output'} is on a read-only file system - choose a writable folder", 1
-    if isinstance(e, MemoryError): return "out of memory - use a smaller model (--preset tiny) or batch size", 1
+        return (
+            f"{e.filename or 'the output'} is on a read-only file system - choose a "
+            f"writable folder", 1)
+    if isinstance(e, MemoryError):
+        return "out of memory - use a smaller model (--preset tiny) or batch size", 1
     if isinstance(e, FloatingPointError): return _one_line(e), 1
     if isinstance(e, (ValueError, KeyError, IndexError)):
         msg = _one_line(e.args[0] if isinstance(e, KeyError) and e.args else e)
         return (msg if " - " in msg else f"{msg} - {helpme}"), 2
     if isinstance(e, OSError): return f"{_one_line(e)} - check the path and the disk", 1
-    return f"unexpected {type(e).__name__}: {_one_line(e)} - rerun with --debug and report the traceback", 1
+    return (
+        f"unexpected {type(e).__name__}: {_one_line(e)} - rerun with --debug and "
+        f"report the traceback", 1)
 
 
 # %% ../nbs/15_cli.ipynb #0d72ac82
 class Parser(argparse.ArgumentParser):
-    "argparse, with usage mistakes reported on one line: `llmfs COMMAND: error: what - run 'llmfs COMMAND --help'`."
+    """argparse, with usage mistakes reported on one line: `llmfs COMMAND: error: what -
+    run 'llmfs COMMAND --help'`."""
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {_one_line(message)} - run '{self.prog} --help' for usage\n")
+        self.exit(2,
+                   f"{self.prog}: error: {_one_line(message)} - run '{self.prog} "
+                  f"--help' for usage\n")
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    "Shows each option's default, unless it is None or False (nothing to show) or the help already says it."
+    """Shows each option's default, unless it is None or False (nothing to show) or the
+    help already says it."""
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or "default" in (action.help or ""): return action.help or ""
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help or ""
         return super()._get_help_string(action)
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
     return p
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {}
 
 def command(name: str, help: str) -> Callable:
-    "Register `fn(parser)`, which adds its arguments and sets `func`, as the sub-command `llmfs NAME`."
+    """Register `fn(parser)`, which adds its arguments and sets `func`, as the
+    sub-command `llmfs NAME`."""
     def register(fn: Callable[[argparse.ArgumentParser], None]) -> Callable:
         COMMANDS[name] = (fn, help)
         return fn
@@ -80,11 +103,14 @@ def command(name: str, help: str) -> Callable:
 
 def build_parser() -> Parser:
     "The `llmfs` parser with every registered sub-command."
-    p = Parser(prog="llmfs", description="LLM From Scratch: the book's pipeline, one sub-command per step.",
-               parents=[_common()])
+    p = Parser(prog="llmfs",
+               description="LLM From Scratch: the book's pipeline, one sub-command "
+               "per step.", parents=[_common()])
     p.set_defaults(debug=False)
-    p.add_argument("--scale", choices=SCALES, default=None, help="override $LLMFS_SCALE for this command")
-    p.add_argument("--device", default=None, help="override $LLMFS_DEVICE (cpu, cuda, mps) for this command")
+    p.add_argument("--scale", choices=SCALES, default=None,
+                   help="override $LLMFS_SCALE for this command")
+    p.add_argument("--device", default=None,
+                   help="override $LLMFS_DEVICE (cpu, cuda, mps) for this command")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (fn, help) in COMMANDS.items():
         fn(sub.add_parser(name, help=help, description=help, parents=[_common()],
@@ -94,25 +120,29 @@ def build_parser() -> Parser:
 
 # %% ../nbs/15_cli.ipynb #0c9b4092
 def settings() -> dict[str, Any]:
-    """What every command resolves the same way, read in this one place: the scale, the device, the cache, and where
+    """What every command resolves the same way, read in this one place: the scale, the
+    device, the cache, and where
     the default artefacts live (corpus, tokenizer, shards, runs)."""
     root = cache_dir(create=False)
-    return {"scale": scale(), "device": str(get_device()), "cache": root, "corpus": "stdlib",
-            "tokenizer": root / "tokenizer", "shards": root / "tokens", "runs": root / "runs"}
+    return {"scale": scale(), "device": str(get_device()), "cache": root,
+            "corpus": "stdlib", "tokenizer": root / "tokenizer",
+            "shards": root / "tokens", "runs": root / "runs"}
 
 
 # %% ../nbs/15_cli.ipynb #08376e83
 def main(argv: list[str] | None = None) -> int:
-    "The `llmfs` command: parse, run the sub-command, and turn a user's mistake into one line and an exit code."
+    """The `llmfs` command: parse, run the sub-command, and turn a user's mistake into
+    one line and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    try: parser = build_parser()                                # defaults read the scale and device settings
+    try: parser = build_parser()  # defaults read the scale and device settings
     except ValueError as e:
         print(f"llmfs: error: {_one_line(e)}", file=sys.stderr)
         return 2
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra:                                              # report it as the sub-command's mistake
-            sub = next(a for a in parser._actions if a.dest == "command").choices.get(args.command, parser)
+        if extra:  # report it as the sub-command's mistake
+            sub = next(a for a in parser._actions if a.dest == "command").choices.get(
+                args.command, parser)
             sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e: return int(e.code or 0)
     if not args.command:
@@ -121,17 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("LLMFS_DEBUG", "") not in ("", "0")
     name, stack = f"llmfs {args.command}", contextlib.ExitStack()
     saved = {k: os.environ.get(k) for k in ("LLMFS_SCALE", "LLMFS_DEVICE")}
-    def warn(message, category, filename, lineno, file=None, line=None) -> None:   # a library warning: one line too
+    # a library warning: one line too
+    def warn(message, category, filename, lineno, file=None, line=None) -> None:
         print(f"{name}: warning: {_one_line(message)}", file=sys.stderr)
     try:
         stack.enter_context(warnings.catch_warnings())
         warnings.showwarning = warn
         if args.scale: os.environ["LLMFS_SCALE"] = args.scale
         if args.device: os.environ["LLMFS_DEVICE"] = args.device
-        scale(); get_device()                                   # a bad scale or device fails here, before any work
+        scale(); get_device()  # a bad scale or device fails here, before any work
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(("\n" if sys.stderr.isatty() else "") + f"{name}: interrupted", file=sys.stderr)
+        print(("\n" if sys.stderr.isatty() else "") + f"{name}: interrupted",
+              file=sys.stderr)
         return 130
     except SystemExit: raise
     except BaseException as e:
@@ -139,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         msg, code = explain(e, args.command)
         print(f"{name}: error: {msg}", file=sys.stderr)
         return code
-    finally:                                                    # in-process callers get their environment back
+    finally:  # in-process callers get their environment back
         stack.close()
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
@@ -147,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # %% ../nbs/15_cli.ipynb #55b7e638
-@command("info", "Show the device, scale, cache and default artefacts this installation uses.")
+@command("info",
+         "Show the device, scale, cache and default artefacts this installation uses.")
 def _info(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=info)
 
@@ -156,7 +189,9 @@ def info(args: argparse.Namespace | None = None) -> int:
     import platform
     import torch
     from llm_from_scratch import __version__
-    print(f"llm_from_scratch {__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    print(
+        f"llm_from_scratch {__version__}  python {platform.python_version()}  torch "
+        f"{torch.__version__}")
     for k, v in settings().items(): print(f"{k + ':':<11}{v}")
     return 0
 
@@ -164,24 +199,32 @@ def info(args: argparse.Namespace | None = None) -> int:
 # %% ../nbs/15_cli.ipynb #4de4b9bd
 @command("data", "Build the curated corpus (cached) and show its funnel and splits.")
 def _data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", default=settings()["corpus"], help="stdlib, shakespeare, hf:NAME, or a folder path")
-    p.add_argument("--max-bytes", type=int, default=-1, help="raw bytes to read (-1: the scale's default; 0: all)")
-    p.add_argument("--rebuild", action="store_true", help="curate again even if the cache has the corpus")
+    p.add_argument("--source", default=settings()["corpus"],
+                   help="stdlib, shakespeare, hf:NAME, or a folder path")
+    p.add_argument("--max-bytes", type=int, default=-1,
+                   help="raw bytes to read (-1: the scale's default; 0: all)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="curate again even if the cache has the corpus")
     p.set_defaults(func=data)
 
 def data(args: argparse.Namespace) -> int:
-    "The `llmfs data` command: build or find the curated corpus and print its funnel and splits."
+    """The `llmfs data` command: build or find the curated corpus and print its funnel
+    and splits."""
     from llm_from_scratch.data import corpus_dir, corpus_stats
-    if args.max_bytes < -1: raise UserError(f"--max-bytes must be -1, 0 or positive, got {args.max_bytes}",
-                                          "use -1 for the scale's default or 0 for everything", code=2)
+    if args.max_bytes < -1:
+        raise UserError(f"--max-bytes must be -1, 0 or positive, got {args.max_bytes}",
+                        "use -1 for the scale's default or 0 for everything", code=2)
     mb = None if args.max_bytes == 0 else args.max_bytes
     path = corpus_dir(args.source, mb, rebuild=args.rebuild, progress=True)
     stats = corpus_stats(args.source, mb)
     print(f"corpus: {path}")
     print(f"{'step':<14}{'docs':>8}{'MB':>10}  removed")
     for r in stats["funnel"]:
-        print(f"{r['step']:<14}{r['docs']:>8}{r['bytes'] / 1e6:>10.2f}  {', '.join(f'{k}: {v}' for k, v in r['removed'].items())}")
-    for s, c in stats["splits"].items(): print(f"{s:<14}{c['docs']:>8}{c['bytes'] / 1e6:>10.2f}")
+        print(
+            f"{r['step']:<14}{r['docs']:>8}{r['bytes'] / 1e6:>10.2f}  "
+            f"{', '.join(f'{k}: {v}' for k, v in r['removed'].items())}")
+    for s, c in stats["splits"].items():
+        print(f"{s:<14}{c['docs']:>8}{c['bytes'] / 1e6:>10.2f}")
     return 0
 
 
@@ -189,36 +232,51 @@ def data(args: argparse.Namespace) -> int:
 @command("tokenizer", "Train, inspect and run BPE tokenizers (info, train, encode).")
 def _tokenizer(p: argparse.ArgumentParser) -> None:
     from llm_from_scratch.tokenizer import default_vocab_size
-    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
-    sub.add_parser("info", help="train or load the book's default tokenizer and describe it", parents=[_common()])
-    tr = sub.add_parser("train", help="train a tokenizer on text files", parents=[_common()],
-                        formatter_class=HelpFormatter)
-    tr.add_argument("files", nargs="+", type=Path, help="UTF-8 text files, one document each")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                           parser_class=Parser)
+    sub.add_parser("info",
+                   help="train or load the book's default tokenizer and describe it",
+                   parents=[_common()])
+    tr = sub.add_parser("train", help="train a tokenizer on text files",
+                        parents=[_common()], formatter_class=HelpFormatter)
+    tr.add_argument("files", nargs="+", type=Path,
+                    help="UTF-8 text files, one document each")
     tr.add_argument("--vocab-size", type=int, default=default_vocab_size())
-    tr.add_argument("--pattern", choices=["gpt4", "gpt2"], default="gpt4", help="pre-tokenisation pattern")
-    tr.add_argument("--out", type=Path, required=True, help="output file: .json (readable) or .tiktoken")
+    tr.add_argument("--pattern", choices=["gpt4", "gpt2"], default="gpt4",
+                    help="pre-tokenisation pattern")
+    tr.add_argument("--out", type=Path, required=True,
+                    help="output file: .json (readable) or .tiktoken")
     tr.add_argument("--force", action="store_true", help="replace --out if it exists")
-    en = sub.add_parser("encode", help="encode a text file (streamed) and report tokens and bytes per token",
-                        parents=[_common()])
+    en = sub.add_parser("encode",
+                        help="encode a text file (streamed) and report tokens and "
+                        "bytes per token", parents=[_common()])
     en.add_argument("file", type=Path)
-    en.add_argument("--tokenizer", type=Path, help="a saved tokenizer (.json or .tiktoken); default: the book's")
+    en.add_argument("--tokenizer", type=Path,
+                    help="a saved tokenizer (.json or .tiktoken); default: the book's")
     p.set_defaults(func=tokenizer)
 
 def tokenizer(args: argparse.Namespace) -> int:
     "The `llmfs tokenizer` command: `info`, `train` or `encode`."
-    from llm_from_scratch.tokenizer import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, BPETokenizer, default_tokenizer
+    from llm_from_scratch.tokenizer import (GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN,
+                                            BPETokenizer, default_tokenizer)
     if args.action == "info":
         tok = default_tokenizer()
-        print(f"{tok}\npattern: {tok.pattern}\nfirst merges: " +
-              ", ".join(repr(tok.vocab[i].decode("utf-8", "replace")) for i in range(256, min(266, len(tok.vocab)))))
+        print(f"{tok}\npattern: {tok.pattern}\nfirst merges: "
+              + ", ".join(repr(tok.vocab[i].decode("utf-8", "replace"))
+                          for i in range(256, min(266, len(tok.vocab)))))
         return 0
     if args.action == "train":
         missing = [str(f) for f in args.files if not f.is_file()]
-        if missing: raise UserError(f"no such file(s): {', '.join(missing)}", "give UTF-8 text files to train on", code=2)
+        if missing:
+            raise UserError(f"no such file(s): {', '.join(missing)}",
+                            "give UTF-8 text files to train on", code=2)
         if args.out.exists() and not args.force:
-            raise UserError(f"{args.out} exists", "pass --force to replace it, or choose another --out", code=2)
+            raise UserError(f"{args.out} exists",
+                            "pass --force to replace it, or choose another --out",
+                            code=2)
         if not args.out.parent.is_dir():
-            raise UserError(f"the folder of --out, {args.out.parent}, does not exist", "create it first", code=2)
+            raise UserError(f"the folder of --out, {args.out.parent}, does not exist",
+                            "create it first", code=2)
         t0 = time.perf_counter()
         texts = (f.read_text(encoding="utf-8") for f in args.files)
         pattern = GPT4_SPLIT_PATTERN if args.pattern == "gpt4" else GPT2_SPLIT_PATTERN
@@ -226,13 +284,17 @@ def tokenizer(args: argparse.Namespace) -> int:
         tok.save(args.out)
         print(f"{tok} trained in {time.perf_counter() - t0:.1f} s, saved to {args.out}")
         return 0
-    if not args.file.is_file(): raise UserError(f"no such file: {args.file}", "give a UTF-8 text file to encode", code=2)
+    if not args.file.is_file():
+        raise UserError(f"no such file: {args.file}",
+                        "give a UTF-8 text file to encode", code=2)
     tok = BPETokenizer.load(args.tokenizer) if args.tokenizer else default_tokenizer()
     t0, n = time.perf_counter(), 0
     with open(args.file, encoding="utf-8", newline="") as f:
         for ids in tok.encode_chunks(f, disallowed_special=()): n += len(ids)
     nbytes, dt = args.file.stat().st_size, time.perf_counter() - t0
-    print(f"{args.file}: {nbytes} bytes -> {n} tokens ({nbytes / max(n, 1):.2f} bytes/token) in {dt:.2f} s")
+    print(
+        f"{args.file}: {nbytes} bytes -> {n} tokens ({nbytes / max(n, 1):.2f} "
+        f"bytes/token) in {dt:.2f} s")
     return 0
 
 
@@ -240,16 +302,20 @@ def tokenizer(args: argparse.Namespace) -> int:
 @command("shards", "Tokenise the corpus splits into token shards in the cache.")
 def _shards(p: argparse.ArgumentParser) -> None:
     from llm_from_scratch.data import SPLITS
-    p.add_argument("--split", nargs="+", default=list(SPLITS), choices=SPLITS, help="corpus splits to tokenise")
-    p.add_argument("--rebuild", action="store_true", help="tokenise again even when cached shards exist")
+    p.add_argument("--split", nargs="+", default=list(SPLITS), choices=SPLITS,
+                   help="corpus splits to tokenise")
+    p.add_argument("--rebuild", action="store_true",
+                   help="tokenise again even when cached shards exist")
     p.add_argument("--quiet", action="store_true", help="no progress")
     p.set_defaults(func=shards)
 
 def shards(args: argparse.Namespace) -> int:
-    "The `llmfs shards` command: tokenise corpus splits into token shards in the artefact cache."
+    """The `llmfs shards` command: tokenise corpus splits into token shards in the
+    artefact cache."""
     from llm_from_scratch.dataloader import TokenShards, default_token_shards
     for split in args.split:
-        path = default_token_shards(split, rebuild=args.rebuild, progress=not args.quiet)
+        path = default_token_shards(split, rebuild=args.rebuild,
+                                    progress=not args.quiet)
         print(f"{split}: {TokenShards(path)!r}")
     return 0
 
@@ -263,47 +329,71 @@ def _field_type(typ: Any, name: str) -> Callable[[str], Any]:
     parse.__name__ = getattr(typ, "__name__", "value")
     return parse
 
-@command("train", "Pretrain a GPT on the token shards (chapter 6): a preset, a config file, flags.")
+@command("train",
+          "Pretrain a GPT on the token shards (chapter 6): a preset, a config file, "
+         "flags.")
 def _train(p: argparse.ArgumentParser) -> None:
     import dataclasses, typing
     from llm_from_scratch.model import GPTConfig
     from llm_from_scratch.train import PRESETS, TrainConfig, default_preset
     dflt = default_preset()
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help=f"model and run size; default for this scale and device: {dflt} ({PRESETS[dflt]['about']})")
-    p.add_argument("--config", type=Path, help="YAML or JSON file with model/train sections (flags override it)")
-    p.add_argument("--data", default=None, help="'default' (the book's corpus and tokenizer) or 'char:PATH' [default: default]")
-    p.add_argument("--out", type=Path, default=None, help=f"run folder [default: {settings()['runs']}/NAME]")
+                   help=f"model and run size; default for this scale and device: "
+                   f"{dflt} ({PRESETS[dflt]['about']})")
+    p.add_argument("--config", type=Path,
+                   help="YAML or JSON file with model/train sections (flags override "
+                   "it)")
+    p.add_argument("--data", default=None,
+                   help="'default' (the book's corpus and tokenizer) or 'char:PATH' "
+                   "[default: default]")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"run folder [default: {settings()['runs']}/NAME]")
     p.add_argument("--name", default="default", help="run name when --out is not given")
-    p.add_argument("--overwrite", action="store_true", help="start afresh, deleting the folder's checkpoint and log")
-    p.add_argument("--stop-after", type=int, default=None, help="exit abruptly after this step (to test resumption)")
-    p.add_argument("--sample", type=int, default=200, help="tokens to sample from the trained model (0: none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh, deleting the folder's checkpoint and log")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="exit abruptly after this step (to test resumption)")
+    p.add_argument("--sample", type=int, default=200,
+                   help="tokens to sample from the trained model (0: none)")
     p.add_argument("--no-progress", action="store_true", help="no progress output")
-    p.add_argument("--log-every", type=float, default=10.0, help="seconds between progress lines when stderr is not a terminal")
-    p.add_argument("--nproc", type=int, default=1, help="processes to train on (chapter 8: DistributedDataParallel "
-                   "through torchrun; gloo on CPUs, NCCL on GPUs); must divide the batch size")
+    p.add_argument("--log-every", type=float, default=10.0,
+                   help="seconds between progress lines when stderr is not a terminal")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes to train on (chapter 8: DistributedDataParallel "
+                    "through torchrun; gloo on CPUs, NCCL on GPUs); must divide the "
+                   "batch size")
     p.add_argument("--strategy", choices=("ddp", "fsdp2"), default="ddp",
-                   help="with --nproc: replicate the model (ddp) or shard it, its gradients and optimiser state (fsdp2)")
-    lazy = "load" in PRESETS[dflt]                   # a preset planned on first use (chapter 7): not planned for --help
+                   help="with --nproc: replicate the model (ddp) or shard it, its "
+                   "gradients and optimiser state (fsdp2)")
+    # a preset planned on first use (chapter 7): not planned for --help
+    lazy = "load" in PRESETS[dflt]
     base = {"model": {}, "train": {}} if lazy else PRESETS[dflt]
     for cls, sect in ((GPTConfig, "model"), (TrainConfig, "train")):
-        g = p.add_argument_group(f"{sect} settings ({cls.__name__} fields; default: preset {dflt}"
-                                 f"{' (planned on first use)' if lazy else ''}, else the field's default)")
+        g = p.add_argument_group(
+            f"{sect} settings ({cls.__name__} fields; default: preset {dflt}"
+            f"{' (planned on first use)' if lazy else ''}, else the field's default)")
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             shown = base[sect].get(f.name, f.default)
-            if sect == "model" and f.name == "vocab_size": shown = "the data's vocabulary size"
-            g.add_argument("--" + f.name.replace("_", "-"), dest=f"{sect}.{f.name}", type=_field_type(hints[f.name], f.name),
-                           default=argparse.SUPPRESS, metavar="VALUE", help=f"default: {shown!r}")
+            if sect == "model" and f.name == "vocab_size":
+                shown = "the data's vocabulary size"
+            g.add_argument("--" + f.name.replace("_", "-"), dest=f"{sect}.{f.name}",
+                           type=_field_type(hints[f.name], f.name),
+                           default=argparse.SUPPRESS, metavar="VALUE",
+                           help=f"default: {shown!r}")
     p.set_defaults(func=train)
 
 def train(args: argparse.Namespace) -> int:
     "The `llmfs train` command."
-    from llm_from_scratch.train import (default_preset, load_data, perplexity, plot_metrics, preset_configs,
-                                        read_config_file, train as train_run)
-    if args.stop_after is not None and args.stop_after < 1: raise UserError("--stop-after must be at least 1", "give a step number, 1 or more", code=2)
+    from llm_from_scratch.train import (default_preset, load_data, perplexity,
+                                        plot_metrics, preset_configs, read_config_file,
+                                        train as train_run)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise UserError("--stop-after must be at least 1",
+                        "give a step number, 1 or more", code=2)
     conf = read_config_file(args.config) if args.config else {}
-    over: dict[str, dict] = {"model": dict(conf.get("model") or {}), "train": dict(conf.get("train") or {})}
+    over: dict[str, dict] = {"model": dict(conf.get("model") or {}),
+                             "train": dict(conf.get("train") or {})}
     for k, v in vars(args).items():
         if "." in k:
             sect, name = k.split(".", 1)
@@ -314,193 +404,263 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out or conf.get("out") or settings()["runs"] / args.name)
     mode = "none" if args.no_progress else "auto"
     from llm_from_scratch.distributed import torchrun_env, train_distributed
-    worker = torchrun_env() is not None               # one of torchrun's N processes (chapter 8)
+    worker = torchrun_env() is not None  # one of torchrun's N processes (chapter 8)
     if args.nproc != 1 and not worker:
-        return _train_nproc(args, name, args.data or conf.get("data") or "default", model_cfg, cfg, out)
+        return _train_nproc(args, name, args.data or conf.get("data") or "default",
+                            model_cfg, cfg, out)
     if worker:
-        res = train_distributed(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode,
-                                stop_after=args.stop_after, log_every=args.log_every, strategy=args.strategy)
+        res = train_distributed(model_cfg, cfg, data, out, overwrite=args.overwrite,
+                                progress=mode, stop_after=args.stop_after,
+                                log_every=args.log_every, strategy=args.strategy)
         if res["rank"] != 0 or res["stopped"]: return 0
     else:
-        print(f"llmfs train: preset {name}, {data.name}, run folder {out}", file=sys.stderr)
-        res = train_run(model_cfg, cfg, data, out, overwrite=args.overwrite, progress=mode, stop_after=args.stop_after,
+        print(f"llmfs train: preset {name}, {data.name}, run folder {out}",
+              file=sys.stderr)
+        res = train_run(model_cfg, cfg, data, out, overwrite=args.overwrite,
+                        progress=mode, stop_after=args.stop_after,
                         log_every=args.log_every)
     if res["stopped"]:
         sys.stdout.flush(); sys.stderr.flush()
-        os._exit(3)                                    # as abrupt as a crash: no cleanup, no final checkpoint
+        os._exit(3)  # as abrupt as a crash: no cleanup, no final checkpoint
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from llm_from_scratch.core import atomic_path
-    fig = plot_metrics(out / "metrics.jsonl", title=f"{data.name}, {res['model'].num_params():,} parameters")
+    fig = plot_metrics(out / "metrics.jsonl",
+                       title=f"{data.name}, {res['model'].num_params():,} parameters")
     with atomic_path(out / "loss.png") as tmp: fig.savefig(tmp, dpi=300, format="png")
     plt.close(fig)
-    print(f"{res['steps']} steps, train loss {res['train_loss']:.4f}, val loss {res['val_loss']:.4f} "
-          f"(perplexity {perplexity(res['val_loss']):.2f}), {res['tok_per_s']:,.0f} tokens/s; run folder {out}")
+    print(
+        f"{res['steps']} steps, train loss {res['train_loss']:.4f}, val loss "
+        f"{res['val_loss']:.4f} " f"(perplexity {perplexity(res['val_loss']):.2f}), "
+        f"{res['tok_per_s']:,.0f} tokens/s; run folder {out}")
     if args.sample and data.decode is not None:
         import torch
         from llm_from_scratch.generate import generate
-        g = torch.Generator(device=next(res["model"].parameters()).device).manual_seed(cfg.seed)
+        g = torch.Generator(device=next(res["model"].parameters()).device).manual_seed(
+            cfg.seed)
         start = torch.zeros((1, 1), dtype=torch.long, device=g.device)
-        ids = generate(res["model"], start, args.sample, temperature=0.8, top_k=50, generator=g)[0, 1:].tolist()
+        ids = generate(res["model"], start, args.sample, temperature=0.8, top_k=50,
+                       generator=g)[0, 1:].tolist()
         print("sample:\n" + data.decode(ids))
     return 0
 
-def _train_nproc(args: argparse.Namespace, preset: str, data_spec: str, model_cfg: Any, cfg: Any, out: Path) -> int:
-    "`llmfs train --nproc N`: check that N divides the batch, then run the same command on N processes by torchrun."
+def _train_nproc(args: argparse.Namespace, preset: str, data_spec: str, model_cfg: Any,
+                 cfg: Any, out: Path) -> int:
+    """`llmfs train --nproc N`: check that N divides the batch, then run the same
+    command on N processes by torchrun."""
     import json
     from llm_from_scratch.core import atomic_write
     from llm_from_scratch.distributed import check_resume, check_split, torchrun
     check_split(cfg.batch_size, args.nproc)
     if not args.overwrite: check_resume(out, args.nproc)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "launch.json", json.dumps({"model": model_cfg.to_dict(), "train": cfg.to_dict()}, indent=1))
-    print(f"llmfs train: preset {preset}, {data_spec}, {args.nproc} processes, run folder {out}", file=sys.stderr)
-    cli = ["train", "--config", str(out / "launch.json"), "--preset", preset, "--data", data_spec, "--out", str(out),
-           "--sample", str(args.sample), "--log-every", str(args.log_every), "--strategy", args.strategy]
-    cli += (["--overwrite"] if args.overwrite else []) + (["--no-progress"] if args.no_progress else [])
+    atomic_write(out / "launch.json", json.dumps(
+        {"model": model_cfg.to_dict(), "train": cfg.to_dict()}, indent=1))
+    print(
+        f"llmfs train: preset {preset}, {data_spec}, {args.nproc} processes, run "
+        f"folder {out}", file=sys.stderr)
+    cli = ["train", "--config", str(out / "launch.json"), "--preset", preset, "--data",
+           data_spec, "--out", str(out), "--sample", str(args.sample), "--log-every",
+           str(args.log_every), "--strategy", args.strategy]
+    cli += ((["--overwrite"] if args.overwrite else [])
+            + (["--no-progress"] if args.no_progress else []))
     cli += ["--stop-after", str(args.stop_after)] if args.stop_after is not None else []
     torchrun(args.nproc, cli, log_path=out / "torchrun.log")
     if args.stop_after is not None:
         sys.stdout.flush(); sys.stderr.flush()
-        os._exit(3)                                    # as the single-process run: as abrupt as a crash
+        os._exit(3)  # as the single-process run: as abrupt as a crash
     return 0
 
 
 # %% ../nbs/15_cli.ipynb #eb69830d
-@command("plan", "Plan a model for a compute budget with chapter 7's fitted scaling law.")
+@command("plan",
+         "Plan a model for a compute budget with chapter 7's fitted scaling law.")
 def _plan(p: argparse.ArgumentParser) -> None:
-    p.add_argument("budget", help="FLOPs (3e14) or time on this machine (20min, 1.5h, 90s)")
+    p.add_argument("budget",
+                   help="FLOPs (3e14) or time on this machine (20min, 1.5h, 90s)")
     p.set_defaults(func=plan)
 
 def plan(args: argparse.Namespace) -> int:
-    "The `llmfs plan` command: the planner's choice, predicted loss and expected time for a budget."
+    """The `llmfs plan` command: the planner's choice, predicted loss and expected time
+    for a budget."""
     from llm_from_scratch.scaling import plan_budget
     p = plan_budget(args.budget)
     c, (lo, hi) = p["cfg"], p["interval"]
-    print(f"budget {p['budget']:.3g} FLOPs at {p['flops_per_s'] / 1e9:.0f} GFLOP/s measured now")
-    print(f"model: {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads, block {c.block_size}: {p['N']:,} parameters")
-    print(f"data: {p['D']:,} tokens = {p['steps']:,} steps of {p['batch_size']} x {c.block_size}"
-          + (f" ({p['epochs']:.2f} passes over the training split)" if p["epochs"] else ""))
-    print(f"predicted validation loss {p['L']:.3f} (95% interval {lo:.3f} to {hi:.3f}); expected time {p['seconds'] / 60:.1f} min")
+    print(
+        f"budget {p['budget']:.3g} FLOPs at {p['flops_per_s'] / 1e9:.0f} GFLOP/s "
+        f"measured now")
+    print(
+        f"model: {c.n_layer} layers x {c.n_embd} wide, {c.n_head} heads, block "
+        f"{c.block_size}: {p['N']:,} parameters")
+    print(
+        f"data: {p['D']:,} tokens = {p['steps']:,} steps of {p['batch_size']} x "
+        f"{c.block_size}" + (f" ({p['epochs']:.2f} passes over the training split)"
+                             if p["epochs"] else ""))
+    print(
+        f"predicted validation loss {p['L']:.3f} (95% interval {lo:.3f} to {hi:.3f}); "
+        f"expected time {p['seconds'] / 60:.1f} min")
     return 0
 
 # %% ../nbs/15_cli.ipynb #49f47fc3
 def _sampling_args(p: argparse.ArgumentParser, max_new_tokens: int = 200) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="a run folder written by 'llmfs train', or its ckpt.pt [default: the book's base model]")
-    p.add_argument("--data", default=None, help="char:PATH for a character-level checkpoint: the file it learnt from")
+                   help="a run folder written by 'llmfs train', or its ckpt.pt "
+                   "[default: the book's base model]")
+    p.add_argument("--data", default=None,
+                   help="char:PATH for a character-level checkpoint: the file it "
+                   "learnt from")
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0: all (default: 50)")
-    p.add_argument("--top-p", type=float, default=1.0, help="keep the most likely tokens up to this mass; 1: all (default: 1)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0: greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=50,
+                   help="keep the k most likely tokens; 0: all (default: 50)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="keep the most likely tokens up to this mass; 1: all "
+                   "(default: 1)")
     p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--stop", action="append", default=None, help=r"stop before this text; repeatable; \n is a newline")
-    p.add_argument("--seed", type=int, default=None, help="seed the sampling (default: a fresh one each run)")
+    p.add_argument("--stop", action="append", default=None,
+                   help=r"stop before this text; repeatable; \n is a newline")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed the sampling (default: a fresh one each run)")
 
 def _sampling(args: argparse.Namespace):
     "The `Sampling` the flags ask for, or one line saying which flag is out of range."
     from llm_from_scratch.generate import Sampling
     checks = [(args.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
               (args.temperature >= 0, "--temperature must be 0 (greedy) or more"),
-              (args.top_k >= 0, "--top-k must be 0 (off) or more"), (0 < args.top_p <= 1, "--top-p must be in (0, 1]"),
-              (args.repetition_penalty > 0, "--repetition-penalty must be more than 0 (1: off)")]
+              (args.top_k >= 0, "--top-k must be 0 (off) or more"),
+              (0 < args.top_p <= 1, "--top-p must be in (0, 1]"),
+              (args.repetition_penalty > 0,
+               "--repetition-penalty must be more than 0 (1: off)")]
     for ok, what in checks:
         if not ok: raise UserError(what, "see 'llmfs generate --help'", code=2)
-    return Sampling(args.temperature, args.top_k or None, None if args.top_p >= 1 else args.top_p,
-                    args.repetition_penalty, args.seed)
+    return Sampling(args.temperature, args.top_k or None,
+                    None if args.top_p >= 1 else args.top_p, args.repetition_penalty,
+                    args.seed)
 
 def _stops(args: argparse.Namespace, default: list[str]) -> list[str]:
-    return default if args.stop is None else [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop if s]
+    return (default if args.stop is None else [
+        s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop if s])
 
-@command("generate", "Complete a prompt with a trained model (the base model by default), streaming the text.")
+@command("generate",
+          "Complete a prompt with a trained model (the base model by default), "
+         "streaming the text.")
 def _generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", help="the text to complete ('-': read it from standard input)")
+    p.add_argument("prompt",
+                   help="the text to complete ('-': read it from standard input)")
     _sampling_args(p)
-    p.add_argument("--num-samples", type=int, default=1, help="completions generated as one batch (seeds seed, seed + 1, ...)")
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="completions generated as one batch (seeds seed, seed + 1, "
+                   "...)")
     p.set_defaults(func=generate)
 
 def generate(args: argparse.Namespace) -> int:
-    "The `llmfs generate` command: the prompt, then its completion as it is generated (or several, as one batch)."
+    """The `llmfs generate` command: the prompt, then its completion as it is generated
+    (or several, as one batch)."""
     from llm_from_scratch.generate import complete, load_generator, stream_text
     s, stops = _sampling(args), _stops(args, [])
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    if not prompt: raise UserError("the prompt is empty", "give some text to complete", code=2)
-    if args.num_samples < 1: raise UserError("--num-samples must be at least 1", "see 'llmfs generate --help'", code=2)
+    if not prompt:
+        raise UserError("the prompt is empty", "give some text to complete", code=2)
+    if args.num_samples < 1:
+        raise UserError("--num-samples must be at least 1",
+                        "see 'llmfs generate --help'", code=2)
     g = load_generator(args.checkpoint, args.data)
     if args.num_samples > 1:
-        outs = complete(g.model, g.encode, g.decode, [prompt] * args.num_samples, args.max_new_tokens, s, stops, g.eot_id)
+        outs = complete(g.model, g.encode, g.decode, [prompt] * args.num_samples,
+                        args.max_new_tokens, s, stops, g.eot_id)
         for i, out in enumerate(outs): print(f"--- sample {i + 1} ---\n{prompt}{out}")
         return 0
     sys.stdout.write(prompt)
-    for piece in stream_text(g.model, g.encode, g.decode, prompt, args.max_new_tokens, s, stops, g.eot_id):
+    for piece in stream_text(g.model, g.encode, g.decode, prompt, args.max_new_tokens,
+                             s, stops, g.eot_id):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
 
-@command("chat", "Talk to a trained model: each line you type is continued, streamed; Ctrl-C stops an answer, Ctrl-D quits.")
+@command("chat",
+          "Talk to a trained model: each line you type is continued, streamed; Ctrl-C "
+         "stops an answer, Ctrl-D quits.")
 def _chat(p: argparse.ArgumentParser) -> None:
     _sampling_args(p, max_new_tokens=120)
-    p.add_argument("--no-history", action="store_true", help="continue each line alone, not the conversation so far")
+    p.add_argument("--no-history", action="store_true",
+                   help="continue each line alone, not the conversation so far")
     p.set_defaults(func=chat)
 
 def chat(args: argparse.Namespace) -> int:
-    """The `llmfs chat` command: a prompt loop. The conversation so far plus the new line is the model's prompt (the
+    """The `llmfs chat` command: a prompt loop. The conversation so far plus the new
+    line is the model's prompt (the
     last block of it); an answer ends at a blank line (--stop), Ctrl-C or --max-new-tokens; `/reset` forgets."""
     from llm_from_scratch.generate import load_generator, stream_text
     s, stops = _sampling(args), _stops(args, ["\n\n"])
     g = load_generator(args.checkpoint, args.data)
-    print(f"{g.name}: type a line to continue it; /reset forgets the conversation, Ctrl-C stops an answer, "
-          "Ctrl-D quits", file=sys.stderr)
+    print(
+        f"{g.name}: type a line to continue it; /reset forgets the conversation, "
+        f"Ctrl-C stops an answer, " "Ctrl-D quits", file=sys.stderr)
     history = ""
     while True:
         try: line = input("> ")
-        except (EOFError, KeyboardInterrupt):                # Ctrl-D or Ctrl-C at the prompt: leave quietly
+        # Ctrl-D or Ctrl-C at the prompt: leave quietly
+        except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return 0
         if line.strip() == "/reset": history = ""; continue
         if not line.strip(): continue
         prompt, answer = history + line + "\n", ""
         try:
-            for piece in stream_text(g.model, g.encode, g.decode, prompt, args.max_new_tokens, s, stops, g.eot_id):
+            for piece in stream_text(g.model, g.encode, g.decode, prompt,
+                                     args.max_new_tokens, s, stops, g.eot_id):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
                 answer += piece
-        except KeyboardInterrupt:                            # stop this answer, keep the conversation
+        except KeyboardInterrupt:  # stop this answer, keep the conversation
             sys.stdout.write(" [stopped]")
         sys.stdout.write("\n")
         sys.stdout.flush()
         history = "" if args.no_history else prompt + answer + "\n"
 
 # %% ../nbs/15_cli.ipynb #1a6bf26e
-@command("eval", "Score the book's models on chapter 13's held-out tasks; write the report (markdown, JSON, figure).")
+@command("eval",
+          "Score the book's models on chapter 13's held-out tasks; write the report "
+         "(markdown, JSON, figure).")
 def _eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, action="append", default=None,
-                   help="also score this run folder (or ckpt.pt) written by 'llmfs train'; repeatable")
-    p.add_argument("--out", type=Path, default=None, help="folder for the report [default: the cache's eval/report]")
-    p.add_argument("--force", action="store_true", help="replace a report already in --out")
-    p.add_argument("--no-baseline", action="store_true", help="leave out the n-gram baseline")
+                   help="also score this run folder (or ckpt.pt) written by 'llmfs "
+                   "train'; repeatable")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the report [default: the cache's eval/report]")
+    p.add_argument("--force", action="store_true",
+                   help="replace a report already in --out")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="leave out the n-gram baseline")
     p.set_defaults(func=evaluate)
 
 def evaluate(args: argparse.Namespace) -> int:
-    "The `llmfs eval` command: chapter 13's `eval_report` on the book's models and any checkpoints given; prints the table."
+    """The `llmfs eval` command: chapter 13's `eval_report` on the book's models and any
+    checkpoints given; prints the table."""
     from llm_from_scratch.evaluate import default_tasks, eval_report
     from llm_from_scratch.generate import load_generator
     from llm_from_scratch.scaling import base_model
     from llm_from_scratch.train import chapter6_model
     out = args.out or cache_dir("eval", "report")
-    mine = [out / f for f in ("report.md", "report.json", "report.png") if (out / f).exists()]
+    mine = [out / f for f in ("report.md", "report.json", "report.png")
+            if (out / f).exists()]
     if args.out is not None and mine and not args.force:
-        raise UserError(f"{out} already holds a report ({mine[0].name})", "pass --force to replace it, or another --out",
-                        code=2)
-    models = {"base model": base_model(progress=True)[0], "chapter 6 model": chapter6_model(progress=True)}
+        raise UserError(f"{out} already holds a report ({mine[0].name})",
+                        "pass --force to replace it, or another --out", code=2)
+    models = {"base model": base_model(progress=True)[0],
+              "chapter 6 model": chapter6_model(progress=True)}
     for ck in args.checkpoint or []:
         try: g = load_generator(ck)
         except UserError as e:
-            raise UserError(f"{ck}: {e.what}", "llmfs eval scores models that use the book's tokenizer", code=2) from None
+            raise UserError(f"{ck}: {e.what}",
+                            "llmfs eval scores models that use the book's tokenizer",
+                            code=2) from None
         models[ck.name if ck.is_dir() else ck.parent.name] = g.model
-    rows = eval_report(models, default_tasks(), out, baseline=not args.no_baseline, progress=True)
+    rows = eval_report(models, default_tasks(), out, baseline=not args.no_baseline,
+                       progress=True)
     print((out / "report.md").read_text(encoding="utf-8"), end="")
     print(f"report: {out / 'report.md'} ({len(rows) - 1} rows; figure report.png)")
     return 0
@@ -508,20 +668,28 @@ def evaluate(args: argparse.Namespace) -> int:
 # %% ../nbs/15_cli.ipynb #f1357ef2
 @command("book", "Build the PDF book from the notebooks (see the appendix).")
 def _book(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", type=Path, default=None, help="the book's root folder [default: the project containing the current folder]")
-    p.add_argument("-o", "--output", type=Path, default=None, help="where to write the PDF [default: <output-file>.pdf in the root]")
-    p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto", help="auto: quarto when installed, else pandoc")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the book's root folder [default: the project containing the "
+                   "current folder]")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="where to write the PDF [default: <output-file>.pdf in the "
+                   "root]")
+    p.add_argument("--engine", choices=("auto", "quarto", "pandoc"), default="auto",
+                   help="auto: quarto when installed, else pandoc")
     p.add_argument("--execute", nargs="*", metavar="CHAPTER", default=None,
-                   help="re-run chapters at book scale first, storing fresh outputs: all of them, or only those named "
-                        "(e.g. 06 or 06_pretraining)")
+                   help="re-run chapters at book scale first, storing fresh outputs: "
+                   "all of them, or only those named " "(e.g. 06 or 06_pretraining)")
     p.set_defaults(func=book)
 
 def book(args: argparse.Namespace) -> int:
     "The `llmfs book` command."
     import importlib.util
-    missing = [m for m in ("nbdev", "nbclient", "pypandoc", "qrcode") if importlib.util.find_spec(m) is None]
-    if missing: raise UserError(f"building the book needs {', '.join(missing)}",
-                                "install the book extra: pip install 'llm-from-scratch-book[book]'")
+    missing = [m for m in ("nbdev", "nbclient", "pypandoc", "qrcode")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"building the book needs {', '.join(missing)}",
+                         "install the book extra: pip install "
+                        "'llm-from-scratch-book[book]'")
     from llm_from_scratch.book import BookError, build_book
     from llm_from_scratch.core import project_root
     root = args.root or project_root() or Path.cwd()
@@ -529,15 +697,22 @@ def book(args: argparse.Namespace) -> int:
     try: res = build_book(root, args.output, args.engine, execute)
     except BookError as e:
         detail = str(e).strip()
-        if "\n" in detail: print(detail, file=sys.stderr)         # a LaTeX or cell error: its details first
-        raise UserError(detail.splitlines()[0], "see the details above" if "\n" in detail else "fix it and run llmfs book again") from e
+        # a LaTeX or cell error: its details first
+        if "\n" in detail: print(detail, file=sys.stderr)
+        raise UserError(detail.splitlines()[0],
+                        "see the details above" if "\n" in detail
+                        else "fix it and run llmfs book again") from e
     for w in res.warnings: print(f"llmfs book: warning: {w}", file=sys.stderr)
     print(f"{res.pdf}" + (f" ({res.pages} pages)" if res.pages else ""))
-    if res.stage: print(f"Quarto project: {res.stage} (run 'quarto render' there to render it again)")
+    if res.stage:
+        print(
+            f"Quarto project: {res.stage} (run 'quarto render' there to render it "
+            f"again)")
     return 0
 
 
 # %% ../nbs/15_cli.ipynb #d6fd5896
-if __name__ == "__main__" and "IPython" not in sys.modules:   # `python -m llm_from_scratch.cli`, not the notebook
+# `python -m llm_from_scratch.cli`, not the notebook
+if __name__ == "__main__" and "IPython" not in sys.modules:
     sys.exit(main())
 

@@ -36,24 +36,34 @@ __all__ = ['T', 'C', 'SCALES', 'get_device', 'seed_everything', 'scale', 'at_sca
 
 # %% ../nbs/00_core.ipynb #361663e1
 def get_device(prefer: str | None = None) -> torch.device:
-    "The best available device: `prefer`, else `$LLMFS_DEVICE`, else cuda, then mps, then cpu."
+    """The best available device: `prefer`, else `$LLMFS_DEVICE`, else cuda, then mps,
+    then cpu."""
     want = prefer or os.environ.get("LLMFS_DEVICE")
     if want:
         try: dev = torch.device(want)
-        except RuntimeError: raise ValueError(f"{want!r} is not a device name (argument or LLMFS_DEVICE) - use cpu, cuda or mps") from None
+        except RuntimeError:
+            raise ValueError(
+                f"{want!r} is not a device name (argument or LLMFS_DEVICE) - use cpu, "
+                f"cuda or mps") from None
         ok = {"cpu": True, "cuda": torch.cuda.is_available(),
-              "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+              "mps": getattr(torch.backends, "mps", None) is not None
+              and torch.backends.mps.is_available()}
         if not ok.get(dev.type, False):
-            raise ValueError(f"Device {want!r} was asked for (argument or LLMFS_DEVICE) but is not available here - "
-                             f"use one of: {', '.join(k for k, v in ok.items() if v)}.")
+            raise ValueError(
+                f"Device {want!r} was asked for (argument or LLMFS_DEVICE) but is not "
+                f"available here - " f"use one of: "
+                f"{', '.join(k for k, v in ok.items() if v)}.")
         return dev
     if torch.cuda.is_available(): return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
+    if (getattr(torch.backends, "mps", None) is not None
+            and torch.backends.mps.is_available()):
+        return torch.device("mps")
     return torch.device("cpu")
 
 # %% ../nbs/00_core.ipynb #13b93919
 def seed_everything(seed: int = 1337) -> torch.Generator:
-    "Seed Python, NumPy and PyTorch (all devices); return a CPU `torch.Generator` seeded the same way."
+    """Seed Python, NumPy and PyTorch (all devices); return a CPU `torch.Generator`
+    seeded the same way."""
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
@@ -68,7 +78,8 @@ def scale() -> str:
     "The current run scale: `$LLMFS_SCALE` (`test` or `book`), `test` when unset."
     s = os.environ.get("LLMFS_SCALE", "test").strip().lower() or "test"
     if s not in SCALES:
-        raise ValueError(f"LLMFS_SCALE={s!r} is not a scale - set it to one of {', '.join(SCALES)}")
+        raise ValueError(
+            f"LLMFS_SCALE={s!r} is not a scale - set it to one of {', '.join(SCALES)}")
     return s
 
 def at_scale(test: T, book: T) -> T:
@@ -77,13 +88,15 @@ def at_scale(test: T, book: T) -> T:
 
 # %% ../nbs/00_core.ipynb #b867ff5a
 class UserError(Exception):
-    """A mistake the user can fix: `what` was wrong and `fix` says what to do. The command line prints it as one line
+    """A mistake the user can fix: `what` was wrong and `fix` says what to do. The
+    command line prints it as one line
     and exits with `code` (2: bad usage or configuration, 1: a failure)."""
     def __init__(self, what: str, fix: str = "", code: int = 1):
         super().__init__(what)
         self.what, self.fix, self.code = what, fix, code
 
-    def __str__(self) -> str: return f"{self.what} - {self.fix}" if self.fix else self.what
+    def __str__(self) -> str:
+        return f"{self.what} - {self.fix}" if self.fix else self.what
 
 _TMP = re.compile(r"^\..+\.llmfs-tmp-(\d+)(?:-\w+)?$")
 
@@ -94,13 +107,15 @@ def _alive(pid: int) -> bool:
     return True
 
 def clean_stale_temps(folder: str | Path) -> list[Path]:
-    "Remove the temporary files that `atomic_path` left in `folder` for processes that are no longer alive; return them."
+    """Remove the temporary files that `atomic_path` left in `folder` for processes that
+    are no longer alive; return them."""
     folder, gone = Path(folder), []
     if not folder.is_dir(): return gone
     for p in folder.iterdir():
         m = _TMP.match(p.name)
         if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            (shutil.rmtree(p, ignore_errors=True) if p.is_dir()
+             and not p.is_symlink() else p.unlink(missing_ok=True))
             gone.append(p)
     return gone
 
@@ -117,17 +132,21 @@ def _fsync(p: Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write a file or a folder to. When the block succeeds it is flushed to disk
-    and renamed over `path` in one step; when it fails, it is removed and `path` is left as it was."""
+    """Yield a temporary path beside `path` to write a file or a folder to. When the
+    block succeeds it is flushed to disk
+    and renamed over `path` in one step; when it fails, it is removed and `path` is left
+    as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)
     tmp = path.with_name(f".{path.name}.llmfs-tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        if not tmp.exists(): raise RuntimeError(f"nothing was written to the temporary {tmp} for {path}")
+        if not tmp.exists():
+            raise RuntimeError(f"nothing was written to the temporary {tmp} for {path}")
         _fsync(tmp)
-        if path.is_dir() and not path.is_symlink():          # a folder cannot be renamed over a folder: swap them
+        # a folder cannot be renamed over a folder: swap them
+        if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.llmfs-tmp-{os.getpid()}-old")
             os.replace(path, old)
             os.replace(tmp, path)
@@ -137,10 +156,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _fsync(path.parent)
     finally:
         if tmp.exists() or tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            (shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir()
+             else tmp.unlink(missing_ok=True))
 
-def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
-    "Write `data` (bytes, text as UTF-8, or a function that writes to a binary file) to `path` atomically; return `path`."
+def atomic_write(path: str | Path, data: bytes | str
+                 | Callable[[BinaryIO], Any]) -> Path:
+    """Write `data` (bytes, text as UTF-8, or a function that writes to a binary file)
+    to `path` atomically; return `path`."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         if callable(data): data(f)
         else: f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -149,13 +171,15 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[BinaryIO], Any]
 
 @contextmanager
 def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
-    """Hold an exclusive OS lock on `folder` (created if needed) for the block; a second holder is refused at once.
-    The lock is the kernel's (`flock` on the folder itself): it disappears with the process, so it can never go stale."""
+    """Hold an exclusive OS lock on `folder` (created if needed) for the block; a second
+    holder is refused at once.
+    The lock is the kernel's (`flock` on the folder itself): it disappears with the
+    process, so it can never go stale."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:                                       # Windows: no flock, no lock
+    except ImportError:  # Windows: no flock, no lock
         yield folder; return
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -169,19 +193,24 @@ def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
 
 
 # %% ../nbs/00_core.ipynb #10499011
-def wait_for_folder(folder: str | Path, timeout: float = 7200.0, poll: float = 2.0) -> None:
-    """Wait while another process holds `folder_lock` on `folder` (say, a parallel test of an earlier chapter training
-    the model a later chapter loads), up to `timeout` seconds; return at once if the folder is free or absent."""
+def wait_for_folder(folder: str | Path, timeout: float = 7200.0,
+                    poll: float = 2.0) -> None:
+    """Wait while another process holds `folder_lock` on `folder` (say, a parallel test
+    of an earlier chapter training
+    the model a later chapter loads), up to `timeout` seconds; return at once if the
+    folder is free or absent."""
     folder = Path(folder)
     if not folder.is_dir(): return
     try:
         import fcntl
-    except ImportError: return                                # Windows: no flock, nothing to wait for
+    except ImportError: return  # Windows: no flock, nothing to wait for
     fd, t0 = os.open(folder, os.O_RDONLY), time.monotonic()
     try:
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); fcntl.flock(fd, fcntl.LOCK_UN); return
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
             except BlockingIOError:
                 if time.monotonic() - t0 > timeout: return
                 time.sleep(poll)
@@ -190,19 +219,26 @@ def wait_for_folder(folder: str | Path, timeout: float = 7200.0, poll: float = 2
 
 # %% ../nbs/00_core.ipynb #380011cb
 def cache_dir(*parts: str, create: bool = True) -> Path:
-    "The artefact cache for the current scale (`$LLMFS_CACHE` or `~/.cache/llm-from-scratch`), joined with `parts`."
-    root = Path(os.environ.get("LLMFS_CACHE") or Path.home() / ".cache" / "llm-from-scratch").expanduser()
+    """The artefact cache for the current scale (`$LLMFS_CACHE` or
+    `~/.cache/llm-from-scratch`), joined with `parts`."""
+    root = Path(os.environ.get("LLMFS_CACHE")
+                or Path.home() / ".cache" / "llm-from-scratch").expanduser()
     p = root / scale() / Path(*parts) if parts else root / scale()
     if create: p.mkdir(parents=True, exist_ok=True)
     return p
 
 def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False,
-           check: Callable[[Path], str | None] | None = None, redo: str = "building it again") -> Path:
-    """Path of cache artefact `name`; when missing (or `rebuild`), `build(tmp_path)` writes it first, then it is moved
-    into place. `check(path)` says what is wrong with an artefact (None: intact): a damaged one is built again with a
-    warning that ends in `redo`, and one that is damaged right after it was built is a `UserError`."""
+           check: Callable[[Path], str | None] | None = None,
+           redo: str = "building it again") -> Path:
+    """Path of cache artefact `name`; when missing (or `rebuild`), `build(tmp_path)`
+    writes it first, then it is moved
+    into place. `check(path)` says what is wrong with an artefact (None: intact): a
+    damaged one is built again with a
+    warning that ends in `redo`, and one that is damaged right after it was built is a
+    `UserError`."""
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ValueError(f"cache artefact names are relative paths inside the cache, got {name!r}")
+        raise ValueError(
+            f"cache artefact names are relative paths inside the cache, got {name!r}")
     dst = cache_dir() / name
     if dst.exists() and not rebuild:
         damage = check(dst) if check else None
@@ -210,22 +246,27 @@ def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False,
         warnings.warn(f"the cached {name} is damaged ({damage}); {redo}", stacklevel=2)
     with atomic_path(dst) as tmp: build(tmp)
     if check and (damage := check(dst)):
-        raise UserError(f"the cached {name} is damaged right after it was built: {damage}",
-                        "check the disk and the cache folder")
+        raise UserError(
+            f"the cached {name} is damaged right after it was built: {damage}",
+            "check the disk and the cache folder")
     return dst
 
 
 # %% ../nbs/00_core.ipynb #3089f040
 def project_root(start: Path | str | None = None) -> Path | None:
-    "The nearest folder at or above `start` (default: cwd) whose `pyproject.toml` has a `[tool.nbdev]` table, else None."
+    """The nearest folder at or above `start` (default: cwd) whose `pyproject.toml` has
+    a `[tool.nbdev]` table, else None."""
     p = Path(start or Path.cwd()).resolve()
     for d in (p, *p.parents):
         f = d / "pyproject.toml"
-        if f.is_file() and "[tool.nbdev]" in f.read_text(encoding="utf-8", errors="replace"): return d
+        if (f.is_file() and "[tool.nbdev]" in f.read_text(
+            encoding="utf-8", errors="replace")):
+            return d
     return None
 
 def figure_path(name: str) -> Path:
-    "Where figure `name` is written: at book scale the project's `figures/` folder (`./figures` outside a project), else the cache."
+    """Where figure `name` is written: at book scale the project's `figures/` folder
+    (`./figures` outside a project), else the cache."""
     root = project_root() or Path.cwd()
     p = (root / "figures" if scale() == "book" else cache_dir("figures")) / name
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -233,31 +274,41 @@ def figure_path(name: str) -> Path:
 
 # %% ../nbs/00_core.ipynb #81147314
 def display_path(path: str | Path) -> str:
-    """`path` as the book prints it: `<cache>/...` inside the artefact cache, relative inside the project, `<tmp>/...`
-    inside a temporary folder (without the folder's random name), `~/...` inside the home folder, else as it is."""
+    """`path` as the book prints it: `<cache>/...` inside the artefact cache, relative
+    inside the project, `<tmp>/...`
+    inside a temporary folder (without the folder's random name), `~/...` inside the
+    home folder, else as it is."""
     import tempfile
     p = Path(path).expanduser().resolve()
-    cache, root, tmp, home = (cache_dir(create=False).resolve(), project_root(), Path(tempfile.gettempdir()).resolve(),
+    cache, root, tmp, home = (cache_dir(create=False).resolve(), project_root(),
+                              Path(tempfile.gettempdir()).resolve(),
                               Path.home().resolve())
-    if p.is_relative_to(cache): return "/".join(("<cache>", *p.relative_to(cache).parts))
-    if root is not None and p.is_relative_to(root): return p.relative_to(root).as_posix() or "."
-    if p.is_relative_to(tmp): return "/".join(("<tmp>", *p.relative_to(tmp).parts[1:]))   # without the random name
+    if p.is_relative_to(cache):
+        return "/".join(("<cache>", *p.relative_to(cache).parts))
+    if root is not None and p.is_relative_to(root):
+        return p.relative_to(root).as_posix() or "."
+    # without the random name
+    if p.is_relative_to(tmp): return "/".join(("<tmp>", *p.relative_to(tmp).parts[1:]))
     return "~/" + p.relative_to(home).as_posix() if p.is_relative_to(home) else str(p)
 
 # %% ../nbs/00_core.ipynb #b7b79ca5
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 def coerce(value: Any, typ: Any, name: str = "value") -> Any:
-    "`value` as type `typ` (bool, int, float, str, or X | None) when the conversion is unambiguous; else a ValueError naming `name`."
+    """`value` as type `typ` (bool, int, float, str, or X | None) when the conversion is
+    unambiguous; else a ValueError naming `name`."""
     args = typing.get_args(typ)
     if type(None) in args:                                    # X | None
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")): return None
+        if (value is None or (isinstance(value, str)
+                              and value.strip().lower() in ("none", "null", ""))):
+            return None
         (typ,) = [a for a in args if a is not type(None)]
     bad = ValueError(f"{name} must be {getattr(typ, '__name__', typ)}, got {value!r}")
     if typ is bool:
         if isinstance(value, bool): return value
         if isinstance(value, int) and value in (0, 1): return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if typ is int:
         if isinstance(value, bool): raise bad
@@ -284,18 +335,26 @@ class Config:
     "Mix-in for settings dataclasses: typed `from_dict`, `to_dict` and `diff`."
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
-        "An instance from a plain dict (a config file's section): unknown keys and values of the wrong type are refused."
+        """An instance from a plain dict (a config file's section): unknown keys and
+        values of the wrong type are refused."""
         if not isinstance(d, dict):
-            raise ValueError(f"{cls.__name__} settings must be a mapping of field names to values, got {type(d).__name__}")
-        hints, names = typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+            raise ValueError(
+                f"{cls.__name__} settings must be a mapping of field names to values, "
+                f"got {type(d).__name__}")
+        hints, names = (typing.get_type_hints(cls),
+                        [f.name for f in dataclasses.fields(cls)])
         unknown = sorted(set(d) - set(names))
-        if unknown: raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {names}")
-        return cls(**{k: coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in d.items()})
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.__name__} fields {unknown}; known fields: {names}")
+        return cls(**{k: coerce(v, hints[k], f"{cls.__name__}.{k}")
+                      for k, v in d.items()})
 
     def to_dict(self) -> dict[str, Any]: return dataclasses.asdict(self)
 
     def diff(self, other: "Config") -> dict[str, tuple[Any, Any]]:
-        "Fields whose values differ between `self` and `other`, as {name: (self's, other's)}."
+        """Fields whose values differ between `self` and `other`, as {name: (self's,
+        other's)}."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
 
@@ -307,20 +366,29 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
 
 def _hms(s: float) -> str:
-    s = int(max(s, 0)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+    s = int(max(s, 0))
+    return (f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600
+            else f"{s // 60:02d}:{s % 60:02d}")
 
 class Progress:
-    """Progress of a job of `total` units: `mode` 'bar' (a live bar), 'log' (a line to stderr every `every` seconds),
-    'summary' (one line at the end), 'none', or 'auto' (summary in a notebook, bar on a terminal, log otherwise)."""
-    def __init__(self, total: int, desc: str = "", unit: str = "it", mode: str = "auto", initial: int = 0,
-                 every: float = 10.0, file: Any = None):
-        if mode == "auto": mode = "summary" if _in_notebook() else ("bar" if sys.stderr.isatty() else "log")
-        if mode not in ("bar", "log", "summary", "none"): raise ValueError(f"unknown progress mode {mode!r}")
-        self.total, self.desc, self.unit, self.mode, self.every = total, desc, unit, mode, every
+    """Progress of a job of `total` units: `mode` 'bar' (a live bar), 'log' (a line to
+    stderr every `every` seconds),
+    'summary' (one line at the end), 'none', or 'auto' (summary in a notebook, bar on a
+    terminal, log otherwise)."""
+    def __init__(self, total: int, desc: str = "", unit: str = "it", mode: str = "auto",
+                 initial: int = 0, every: float = 10.0, file: Any = None):
+        if mode == "auto":
+            mode = "summary" if _in_notebook() else (
+                "bar" if sys.stderr.isatty() else "log")
+        if mode not in ("bar", "log", "summary", "none"):
+            raise ValueError(f"unknown progress mode {mode!r}")
+        self.total, self.desc, self.unit, self.mode, self.every = (
+            total, desc, unit, mode, every)
         self.n = self.start_n = initial
         self.file, self.info, self.shown = file, {}, None
         self.t0 = self.last = time.perf_counter()
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True, file=file) if mode == "bar" else None
+        self.bar = (tqdm(total=total, initial=initial, desc=desc, unit=unit,
+                         dynamic_ncols=True, file=file) if mode == "bar" else None)
 
     @property
     def rate(self) -> float:
@@ -328,18 +396,25 @@ class Progress:
         return (self.n - self.start_n) / max(time.perf_counter() - self.t0, 1e-9)
 
     def line(self) -> str:
-        "One line: done/total, percent, rate, elapsed and remaining time, and the latest `set` values."
+        """One line: done/total, percent, rate, elapsed and remaining time, and the
+        latest `set` values."""
         el, r = time.perf_counter() - self.t0, self.rate
         eta = (self.total - self.n) / r if r > 0 else float("nan")
         extra = "".join(f", {k} {v}" for k, v in self.info.items())
-        if self.n == self.start_n:                              # resumed with nothing left to do
-            return f"{self.desc}: {self.n}/{self.total} {self.unit}, nothing left to do" + extra
-        return (f"{self.desc}: {self.n}/{self.total} {self.unit} ({100 * self.n / max(self.total, 1):.0f}%), "
-                f"{r:.3g} {self.unit}/s, {_hms(el)} elapsed" + (f", {_hms(eta)} left" if self.n < self.total and eta == eta else "") + extra)
+        if self.n == self.start_n:  # resumed with nothing left to do
+            return (
+                f"{self.desc}: {self.n}/{self.total} {self.unit}, nothing left to do"
+                + extra)
+        return (
+            f"{self.desc}: {self.n}/{self.total} {self.unit} "
+            f"({100 * self.n / max(self.total, 1):.0f}%), " f"{r:.3g} {self.unit}/s, "
+            f"{_hms(el)} elapsed" + (f", {_hms(eta)} left" if self.n < self.total
+                                     and eta == eta else "") + extra)
 
     def set(self, **info: Any) -> None:
         "Values shown beside the count (e.g. loss=2.31)."
-        self.info.update({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()})
+        self.info.update({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                          for k, v in info.items()})
         if self.bar is not None: self.bar.set_postfix(self.info, refresh=False)
 
     def update(self, n: int = 1) -> None:
@@ -351,7 +426,9 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None: self.bar.close(); self.bar = None
-        elif self.mode == "summary" or (self.mode == "log" and self.shown != self.n): print(self.line(), file=self.file or (sys.stderr if self.mode == "log" else sys.stdout), flush=True)
+        elif self.mode == "summary" or (self.mode == "log" and self.shown != self.n):
+            print(self.line(), file=self.file or (
+                sys.stderr if self.mode == "log" else sys.stdout), flush=True)
         self.mode = "none"
 
     def __enter__(self) -> "Progress": return self

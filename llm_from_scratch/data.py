@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .core import UserError, at_scale, atomic_path, atomic_write, cache_dir, cached
+from .core import (UserError, at_scale, atomic_path, atomic_write,
+                                   cache_dir, cached)
 
 # %% auto #0
 __all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'NORMAL_FORMS', 'MERSENNE_31', 'SPLITS',
@@ -49,7 +50,8 @@ __all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
 class Document:
-    "One unit of a corpus (a file, a web page, a JSONL record); `id` is stable across runs and machines."
+    """One unit of a corpus (a file, a web page, a JSONL record); `id` is stable across
+    runs and machines."""
     id: str
     text: str
     source: str = ""
@@ -64,32 +66,40 @@ class Document:
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 def stdlib_root() -> Path:
-    "The folder of the running interpreter's standard library (from `sysconfig`, else where `os` lives)."
+    """The folder of the running interpreter's standard library (from `sysconfig`, else
+    where `os` lives)."""
     p = sysconfig.get_paths().get("stdlib")
     root = Path(p) if p else Path(os.__file__).parent
     return root if (root / "os.py").is_file() else Path(os.__file__).parent
 
 def read_python_source(path: str | Path) -> str:
-    "Decode a `.py` file as the interpreter does: its PEP 263 coding cookie, else UTF-8; bad bytes become U+FFFD."
+    """Decode a `.py` file as the interpreter does: its PEP 263 coding cookie, else
+    UTF-8; bad bytes become U+FFFD."""
     data = Path(path).read_bytes()
     try: enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except (SyntaxError, LookupError): enc = "utf-8"
     return data.decode(enc, errors="replace")
 
 def stdlib_files(root: str | Path | None = None) -> list[Path]:
-    "All `.py` files under the standard library (or `root`), third-party packages excluded, sorted by relative path."
+    """All `.py` files under the standard library (or `root`), third-party packages
+    excluded, sorted by relative path."""
     root = Path(root) if root is not None else stdlib_root()
-    files = [p for p in root.rglob("*.py") if p.is_file() and not _SKIP_DIRS & set(p.relative_to(root).parts)]
+    files = [p for p in root.rglob("*.py") if p.is_file()
+             and not _SKIP_DIRS & set(p.relative_to(root).parts)]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
-def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None, prefix: str = "") -> Iterator[Document]:
-    "The standard library's `.py` files (under `prefix`) as `Document`s in sorted path order; stop after `max_bytes` of source."
+def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
+                     prefix: str = "") -> Iterator[Document]:
+    """The standard library's `.py` files (under `prefix`) as `Document`s in sorted path
+    order; stop after `max_bytes` of source."""
     if max_bytes is not None and max_bytes <= 0:
-        raise ValueError(f"max_bytes must be positive (or None for everything), got {max_bytes}")
+        raise ValueError(
+            f"max_bytes must be positive (or None for everything), got {max_bytes}")
     root = Path(root) if root is not None else stdlib_root()
     files = stdlib_files(root)
     if not files:
-        raise UserError(f"no .py files under {root}", "pass root= the folder of a Python standard library")
+        raise UserError(f"no .py files under {root}",
+                        "pass root= the folder of a Python standard library")
     total = 0
     for p in files:
         if max_bytes is not None and total >= max_bytes: return
@@ -100,46 +110,63 @@ def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = Non
         yield Document(f"stdlib:{rel}", text, "stdlib", {"path": rel, "format": "py"})
 
 # %% ../nbs/01_data.ipynb #966d19ad
-FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".jsonl": "jsonl"}
+FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html",
+                  ".htm": "html", ".jsonl": "jsonl"}
 
 def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    "Stream `(line number, object)` pairs from a JSON Lines file; blank lines are skipped, bad JSON is a clear error."
+    """Stream `(line number, object)` pairs from a JSON Lines file; blank lines are
+    skipped, bad JSON is a clear error."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip(): continue
             try: obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}); JSONL files hold one JSON object per line") from e
-            if not isinstance(obj, dict): raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+                raise ValueError(
+                    f"{path}:{i}: not valid JSON ({e.msg}); JSONL files hold one JSON "
+                    f"object per line") from e
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
             yield i, obj
 
 def folder_files(path: str | Path) -> list[Path]:
-    """The corpus files under folder `path`, sorted by relative path: the `FOLDER_FORMATS`, without hidden files and
-    folders (`.git`, temporary files) and without the artefact cache when it lies inside `path`."""
+    """The corpus files under folder `path`, sorted by relative path: the
+    `FOLDER_FORMATS`, without hidden files and
+    folders (`.git`, temporary files) and without the artefact cache when it lies inside
+    `path`."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise UserError(f"{root} is not a folder", f"give the path of a folder of {', '.join(sorted(FOLDER_FORMATS))} files")
+        raise UserError(f"{root} is not a folder",
+                         f"give the path of a folder of "
+                        f"{', '.join(sorted(FOLDER_FORMATS))} files")
     cache = cache_dir(create=False).parent.expanduser().resolve()
     def wanted(p: Path) -> bool:
         rel = p.relative_to(root)
-        return (p.suffix.lower() in FOLDER_FORMATS and not any(s.startswith(".") for s in rel.parts)
-                and p.is_file() and not p.resolve().is_relative_to(cache))
-    return sorted(filter(wanted, root.rglob("*")), key=lambda p: p.relative_to(root).as_posix())
+        return (p.suffix.lower() in FOLDER_FORMATS
+                and not any(s.startswith(".") for s in rel.parts) and p.is_file()
+                and not p.resolve().is_relative_to(cache))
+    return sorted(filter(wanted, root.rglob("*")),
+                  key=lambda p: p.relative_to(root).as_posix())
 
-def folder_documents(path: str | Path, source: str = "folder", text_field: str = "text", id_field: str = "id",
+def folder_documents(path: str | Path, source: str = "folder", text_field: str = "text",
+                     id_field: str = "id",
                      encoding: str = "utf-8") -> Iterator[Document]:
-    "Stream the `.txt`, `.md`, `.html` and `.jsonl` files under `path` (sorted) as `Document`s; JSONL gives one per record."
+    """Stream the `.txt`, `.md`, `.html` and `.jsonl` files under `path` (sorted) as
+    `Document`s; JSONL gives one per record."""
     root = Path(path).expanduser()
     for p in folder_files(root):
         rel, fmt = p.relative_to(root).as_posix(), FOLDER_FORMATS[p.suffix.lower()]
         if fmt != "jsonl":
-            yield Document(f"{source}:{rel}", p.read_text(encoding=encoding, errors="replace"), source,
+            yield Document(f"{source}:{rel}", p.read_text(
+                encoding=encoding, errors="replace"), source,
                            {"path": rel, "format": fmt})
             continue
         for i, obj in jsonl_records(p):
             if not isinstance(obj.get(text_field), str):
-                raise ValueError(f"{p}:{i}: record has no string field {text_field!r} (fields: {sorted(obj)}); "
-                                 f"pass text_field= the field that holds the text")
+                raise ValueError(
+                    f"{p}:{i}: record has no string field {text_field!r} (fields: "
+                    f"{sorted(obj)}); " f"pass text_field= the field that holds the "
+                    f"text")
             rid = str(obj[id_field]) if id_field in obj else f"{rel}:{i}"
             meta = {"path": rel, "line": i, "format": str(obj.get("format", "txt"))}
             yield Document(f"{source}:{rid}", obj[text_field], source, meta)
@@ -158,26 +185,34 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
-def download(url: str, sha256: str, name: str | None = None, opener: Callable[..., Any] = urllib.request.urlopen,
+def download(url: str, sha256: str, name: str | None = None,
+             opener: Callable[..., Any] = urllib.request.urlopen,
              timeout: float = 60.0) -> Path:
-    "Fetch `url` once into the cache (`downloads/name`), streaming to disk, and check its sha256; later calls reuse the file."
+    """Fetch `url` once into the cache (`downloads/name`), streaming to disk, and check
+    its sha256; later calls reuse the file."""
     sha256 = sha256.lower()
     if not re.fullmatch(r"[0-9a-f]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    name = name or Path(urllib.parse.urlparse(url).path).name or hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = (name or Path(urllib.parse.urlparse(url).path).name
+            or hashlib.sha256(url.encode()).hexdigest()[:16])
     def build(tmp: Path) -> None:
         h = hashlib.sha256()
         with opener(url, timeout=timeout) as r, open(tmp, "wb") as f:
             while block := r.read(1 << 20): h.update(block); f.write(block)
         if h.hexdigest() != sha256:
-            raise ChecksumError(f"sha256 of {url} is {h.hexdigest()}, expected {sha256}: the file changed upstream or "
-                                f"the transfer was corrupted, so it was not cached. Check the URL and the expected checksum.")
-    def check(p: Path) -> str | None:                # a cached file damaged since: fetch it again
-        return None if sha256_file(p) == sha256 else "its sha256 differs from the expected one"
+            raise ChecksumError(
+                f"sha256 of {url} is {h.hexdigest()}, expected {sha256}: the file "
+                f"changed upstream or " f"the transfer was corrupted, so it was not "
+                f"cached. Check the URL and the expected "
+                f"checksum.")
+    def check(p: Path) -> str | None:  # a cached file damaged since: fetch it again
+        return (None if sha256_file(p) == sha256
+                else "its sha256 differs from the expected one")
     return cached(f"downloads/{name}", build, check=check, redo="fetching it again")
 
 def chunk_text(text: str, max_chars: int = 4000) -> list[str]:
-    "Cut a long text into pieces of at most about `max_chars`, at blank lines (paragraphs) where possible."
+    """Cut a long text into pieces of at most about `max_chars`, at blank lines
+    (paragraphs) where possible."""
     if max_chars <= 0: raise ValueError(f"max_chars must be positive, got {max_chars}")
     pieces, cur, n = [], [], 0
     for para in re.split(r"(?<=\n)\n+", text):
@@ -187,39 +222,57 @@ def chunk_text(text: str, max_chars: int = 4000) -> list[str]:
     if cur: pieces.append("\n".join(cur))
     return [p for p in pieces if p.strip()]
 
-def text_file_documents(path: str | Path, source: str, max_chars: int = 4000) -> Iterator[Document]:
-    "One long text file as numbered documents of about `max_chars` (so that it can be split by document)."
-    for i, piece in enumerate(chunk_text(Path(path).read_text(encoding="utf-8"), max_chars)):
-        yield Document(f"{source}:{i:05d}", piece, source, {"format": "txt", "chunk": i})
+def text_file_documents(path: str | Path, source: str,
+                        max_chars: int = 4000) -> Iterator[Document]:
+    """One long text file as numbered documents of about `max_chars` (so that it can be
+    split by document)."""
+    for i, piece in enumerate(chunk_text(Path(path).read_text(encoding="utf-8"),
+                                         max_chars)):
+        yield Document(f"{source}:{i:05d}", piece, source,
+                       {"format": "txt", "chunk": i})
 
 def shakespeare_documents(max_chars: int = 4000) -> Iterator[Document]:
-    "Tiny Shakespeare (downloaded once, checksum verified) in chunks of about `max_chars` characters."
-    try: path = download(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_SHA256, "tinyshakespeare.txt")
+    """Tiny Shakespeare (downloaded once, checksum verified) in chunks of about
+    `max_chars` characters."""
+    try:
+        path = download(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_SHA256,
+                        "tinyshakespeare.txt")
     except urllib.error.URLError as e:
-        raise OSError(f"could not download Tiny Shakespeare ({e.reason}). Offline, seed the cache from a local copy: "
-                      f"download('file:///path/to/input.txt', TINY_SHAKESPEARE_SHA256, 'tinyshakespeare.txt')") from e
+        raise OSError(
+            f"could not download Tiny Shakespeare ({e.reason}). Offline, seed the "
+            f"cache from a local copy: " f"download('file:///path/to/input.txt', "
+            f"TINY_SHAKESPEARE_SHA256, "
+            f"'tinyshakespeare.txt')") from e
     yield from text_file_documents(path, "shakespeare", max_chars)
 
 # %% ../nbs/01_data.ipynb #9eadd4cd
-def hf_documents(path: str, name: str | None = None, split: str = "train", text_field: str = "text",
-                 id_field: str | None = None, streaming: bool = True, **kwargs: Any) -> Iterator[Document]:
-    "Stream a Hugging Face dataset (`datasets.load_dataset(path, name, split=...)`) as `Document`s; needs `datasets`."
+def hf_documents(path: str, name: str | None = None, split: str = "train",
+                 text_field: str = "text",
+                 id_field: str | None = None, streaming: bool = True,
+                 **kwargs: Any) -> Iterator[Document]:
+    """Stream a Hugging Face dataset (`datasets.load_dataset(path, name, split=...)`) as
+    `Document`s; needs `datasets`."""
     try:
         import datasets
     except ImportError as e:
-        raise ImportError("hf_documents needs the Hugging Face `datasets` package: `pip install datasets` "
-                          "(and a network connection or a local copy of the dataset)") from e
+        raise ImportError(
+            "hf_documents needs the Hugging Face `datasets` package: `pip install "
+            "datasets` "
+            "(and a network connection or a local copy of the dataset)") from e
     ds = datasets.load_dataset(path, name, split=split, streaming=streaming, **kwargs)
     for i, row in enumerate(ds):
         if not isinstance(row.get(text_field), str):
-            raise ValueError(f"record {i} of {path} has no string field {text_field!r} (fields: {sorted(row)}); "
-                             f"pass text_field= the field that holds the text")
+            raise ValueError(
+                f"record {i} of {path} has no string field {text_field!r} (fields: "
+                f"{sorted(row)}); " f"pass text_field= the field that holds the text")
         rid = row[id_field] if id_field else i
-        yield Document(f"hf:{path}:{rid}", row[text_field], f"hf:{path}", {"format": "txt"})
+        yield Document(f"hf:{path}:{rid}", row[text_field], f"hf:{path}",
+                       {"format": "txt"})
 
 # %% ../nbs/01_data.ipynb #bdddcdb2
 def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Document]:
-    "Pass documents through until `max_bytes` of text have gone by (the document that crosses the limit is included)."
+    """Pass documents through until `max_bytes` of text have gone by (the document that
+    crosses the limit is included)."""
     total = 0
     for d in docs:
         if max_bytes is not None and total >= max_bytes: return
@@ -227,15 +280,20 @@ def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Doc
         yield d
 
 def source_kind(source: str) -> str:
-    "What a source name names: 'stdlib', 'shakespeare', 'hf' (a Hugging Face dataset) or 'folder'; else a `UserError`."
+    """What a source name names: 'stdlib', 'shakespeare', 'hf' (a Hugging Face dataset)
+    or 'folder'; else a `UserError`."""
     if source in ("stdlib", "shakespeare"): return source
     if source.startswith("hf:") and len(source) > 3: return "hf"
     if Path(source).expanduser().is_dir(): return "folder"
-    raise UserError(f"unknown corpus source {source!r}: it is not 'stdlib', 'shakespeare', 'hf:NAME' or an existing folder",
-                    "use one of those names or the path of a folder of text files", code=2)
+    raise UserError(
+        f"unknown corpus source {source!r}: it is not 'stdlib', 'shakespeare', "
+        f"'hf:NAME' or an existing folder",
+        "use one of those names or the path of a folder of text files", code=2)
 
-def corpus_documents(source: str = "stdlib", max_bytes: int | None = None) -> Iterator[Document]:
-    "The raw documents of a named source: 'stdlib', 'shakespeare', 'hf:NAME' or a path to a local folder."
+def corpus_documents(source: str = "stdlib",
+                     max_bytes: int | None = None) -> Iterator[Document]:
+    """The raw documents of a named source: 'stdlib', 'shakespeare', 'hf:NAME' or a path
+    to a local folder."""
     kind = source_kind(source)
     if kind == "stdlib": return stdlib_documents(max_bytes)
     if kind == "shakespeare": return limit_bytes(shakespeare_documents(), max_bytes)
@@ -244,9 +302,11 @@ def corpus_documents(source: str = "stdlib", max_bytes: int | None = None) -> It
 
 # %% ../nbs/01_data.ipynb #86ffeac4
 class _TextExtractor(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer", "aside", "form", "button"}
-    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "section", "article", "header",
-             "main", "pre", "blockquote", "hr", "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
+    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
+            "aside", "form", "button"}
+    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
+             "section", "article", "header", "main", "pre", "blockquote", "hr",
+             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -268,13 +328,15 @@ class _TextExtractor(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if self.skip: return
-        if not self.pre:  # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
+        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
+        if not self.pre:
             data = re.sub(r"[ \t\n\r\f]+", " ", data)
             if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
         if data: self.parts.append(data)
 
 def html_to_text(html: str) -> str:
-    "The visible text of an HTML page: scripts, styles and navigation dropped, blocks on their own lines, entities decoded."
+    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
+    on their own lines, entities decoded."""
     p = _TextExtractor()
     p.feed(html); p.close()
     lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
@@ -284,35 +346,47 @@ def html_to_text(html: str) -> str:
 NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
 def normalize_unicode(text: str, form: str = "NFC") -> str:
-    "Unicode normal form `form` of `text` (NFC by default: canonical composition, meaning-preserving), without a leading BOM."
-    if form not in NORMAL_FORMS: raise ValueError(f"unknown normal form {form!r}; use one of {NORMAL_FORMS}")
+    """Unicode normal form `form` of `text` (NFC by default: canonical composition,
+    meaning-preserving), without a leading BOM."""
+    if form not in NORMAL_FORMS:
+        raise ValueError(f"unknown normal form {form!r}; use one of {NORMAL_FORMS}")
     return unicodedata.normalize(form, text.removeprefix("\ufeff"))
 
 # %% ../nbs/01_data.ipynb #bee6702a
-_LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved|permission is hereby granted|warranty|\(c\)|spdx",
+_LICENCE = re.compile(
+    r"copyright|licen[cs]e|all rights reserved|permission is hereby "
+    r"granted|warranty|\(c\)|spdx",
                       re.IGNORECASE)
-_BOILERPLATE_LINE = re.compile(r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
-                               r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
-                               re.IGNORECASE)
+_BOILERPLATE_LINE = re.compile(
+    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
+    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
+    re.IGNORECASE)
 
 def split_licence_header(text: str) -> tuple[str, str]:
-    "Split off a leading block of `#` comments (shebang and coding line included) that mentions copyright or licence terms."
+    """Split off a leading block of `#` comments (shebang and coding line included) that
+    mentions copyright or licence terms."""
     lines = text.split("\n")
     i = 0
-    while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith("#")): i += 1
+    while (i < len(lines) and (not lines[i].strip()
+                               or lines[i].lstrip().startswith("#"))):
+        i += 1
     header = "\n".join(lines[:i])
     if not _LICENCE.search(header): return "", text
     return header, "\n".join(lines[i:])
 
 def strip_boilerplate(text: str, fmt: str = "py") -> str:
-    "Remove boilerplate: the licence header of code (`fmt='py'`), short boilerplate lines (banners, notices) of prose."
+    """Remove boilerplate: the licence header of code (`fmt='py'`), short boilerplate
+    lines (banners, notices) of prose."""
     if fmt == "py": return split_licence_header(text)[1]
-    return "\n".join(l for l in text.split("\n") if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
+    return "\n".join(l for l in text.split("\n")
+                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
 
 # %% ../nbs/01_data.ipynb #0e5670c4
 def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
-    "Normalise line ends, drop trailing spaces, cap runs of blank lines at `max_blank_lines`, end with one newline."
-    text = text.replace("\r\n", "\n").translate({ord("\r"): "\n", ord("\f"): "\n", ord("\v"): "\n"})
+    """Normalise line ends, drop trailing spaces, cap runs of blank lines at
+    `max_blank_lines`, end with one newline."""
+    text = text.replace("\r\n", "\n").translate(
+        {ord("\r"): "\n", ord("\f"): "\n", ord("\v"): "\n"})
     out, blank = [], 0
     for line in text.split("\n"):
         line = line.rstrip()
@@ -322,10 +396,12 @@ def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
     return s + "\n" if s else ""
 
 # %% ../nbs/01_data.ipynb #0043f50c
-_DIGIT, _SYMBOL, _LETTER = re.compile(r"\d"), re.compile(r"[^\w\s]"), re.compile(r"[^\W\d_]")
+_DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
+                            re.compile(r"[^\W\d_]"))
 
 def quality_signals(text: str) -> dict[str, float]:
-    "Document statistics behind the quality rules: words, mean word length, digit/symbol/letter ratios, repetition."
+    """Document statistics behind the quality rules: words, mean word length,
+    digit/symbol/letter ratios, repetition."""
     words = text.split()
     nonspace = max(1, sum(map(len, words)))
     seen: set[str] = set()
@@ -335,16 +411,14 @@ def quality_signals(text: str) -> dict[str, float]:
     for l in long_lines:
         if l in seen: dup += 1; dup_chars += len(l)
         else: seen.add(l)
-    return {
-        "words": len(words),
-        "mean_word_len": sum(map(len, words)) / len(words) if words else 0.0,
-        "digit_ratio": (len(text) - len(_DIGIT.sub("", text))) / nonspace,
-        "symbol_ratio": (len(text) - len(_SYMBOL.sub("", text))) / nonspace,
-        "alpha_word_frac": sum(1 for w in words if _LETTER.search(w)) / max(1, len(words)),
-        "dup_line_frac": dup / max(1, len(long_lines)),
-        "dup_char_frac": dup_chars / max(1, len(text)),
-        "long_line_frac": sum(len(l) for l in lines if len(l) > 1000) / max(1, len(text)),
-    }
+    return {"words": len(words), "mean_word_len": sum(map(len, words)) / len(words)
+            if words else 0.0, "digit_ratio": (len(text) - len(_DIGIT.sub("", text)))
+            / nonspace, "symbol_ratio": (len(text) - len(_SYMBOL.sub("", text)))
+            / nonspace, "alpha_word_frac": sum(1 for w in words if _LETTER.search(w))
+            / max(1, len(words)), "dup_line_frac": dup / max(1, len(long_lines)),
+            "dup_char_frac": dup_chars / max(1, len(text)),
+            "long_line_frac": sum(len(l) for l in lines if len(l) > 1000)
+            / max(1, len(text)),}
 
 @dataclass
 class QualityRules:
@@ -363,20 +437,25 @@ class QualityRules:
 def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
     "The quality rules `text` breaks, as short reasons (empty: keep it)."
     r, s = rules or QualityRules(), quality_signals(text)
-    checks = [("too few words", s["words"] < r.min_words), ("too many words", s["words"] > r.max_words),
-              ("mean word length", not r.min_mean_word_len <= s["mean_word_len"] <= r.max_mean_word_len),
-              ("digit ratio", s["digit_ratio"] > r.max_digit_ratio),
+    checks = [("too few words", s["words"] < r.min_words),
+              ("too many words", s["words"] > r.max_words),
+              ("mean word length", not r.min_mean_word_len <= s["mean_word_len"]
+               <= r.max_mean_word_len), ("digit ratio",
+                                         s["digit_ratio"] > r.max_digit_ratio),
               ("symbol ratio", s["symbol_ratio"] > r.max_symbol_ratio),
               ("few alphabetic words", s["alpha_word_frac"] < r.min_alpha_word_frac),
-              ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac or s["dup_char_frac"] > r.max_dup_char_frac),
+              ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac
+               or s["dup_char_frac"] > r.max_dup_char_frac),
               ("long lines", s["long_line_frac"] > r.max_long_line_frac)]
     return [name for name, bad in checks if bad]
 
 # %% ../nbs/01_data.ipynb #38434cb7
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
-_RESERVED_DOMAINS = re.compile(r"@(?:[\w-]+\.)*(?:example\.(?:com|net|org)|[\w-]+\.(?:example|test|invalid|localhost))$",
-                               re.IGNORECASE)
+_RESERVED_DOMAINS = re.compile(
+    r"@(?:[\w-]+\.)*"
+    r"(?:example\.(?:com|net|org)|[\w-]+\.(?:example|test|invalid|localhost))$",
+    re.IGNORECASE)
 
 def _personal_ip(s: str) -> bool:
     try: ip = ipaddress.ip_address(s)
@@ -384,19 +463,25 @@ def _personal_ip(s: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 def find_pii(text: str) -> list[tuple[str, str]]:
-    "The personal data `mask_pii` would mask, as `(kind, text)` pairs in order of appearance."
-    found = [(m.start(), "EMAIL", m.group()) for m in _EMAIL.finditer(text) if not _RESERVED_DOMAINS.search(m.group())]
-    found += [(m.start(), "IP", m.group()) for m in _IPV4.finditer(text) if _personal_ip(m.group())]
+    """The personal data `mask_pii` would mask, as `(kind, text)` pairs in order of
+    appearance."""
+    found = [(m.start(), "EMAIL", m.group()) for m in _EMAIL.finditer(text)
+             if not _RESERVED_DOMAINS.search(m.group())]
+    found += [(m.start(), "IP", m.group()) for m in _IPV4.finditer(text)
+              if _personal_ip(m.group())]
     return [(k, s) for _, k, s in sorted(found)]
 
 def mask_pii(text: str) -> str:
-    "Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>` (documentation and private ones kept)."
-    text = _EMAIL.sub(lambda m: m.group() if _RESERVED_DOMAINS.search(m.group()) else "<EMAIL>", text)
+    """Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>`
+    (documentation and private ones kept)."""
+    text = _EMAIL.sub(lambda m: m.group() if _RESERVED_DOMAINS.search(m.group())
+                      else "<EMAIL>", text)
     return _IPV4.sub(lambda m: "<IP>" if _personal_ip(m.group()) else m.group(), text)
 
 # %% ../nbs/01_data.ipynb #4080d255
 class ExactDedup:
-    "Callable filter: a `Document` whose text was seen before (same SHA-256) is a duplicate; the first copy is kept."
+    """Callable filter: a `Document` whose text was seen before (same SHA-256) is a
+    duplicate; the first copy is kept."""
     def __init__(self) -> None: self.seen: dict[bytes, str] = {}
 
     def __call__(self, doc: Document) -> Document | str:
@@ -415,33 +500,40 @@ _TOKEN = re.compile(r"\w+")
 MERSENNE_31 = (1 << 31) - 1
 
 def shingles(text: str, k: int = 5) -> np.ndarray:
-    "Sorted unique 32-bit hashes of the word `k`-grams of `text` (lower-cased `\\w+` tokens); one shingle if fewer words."
+    """Sorted unique 32-bit hashes of the word `k`-grams of `text` (lower-cased `\\w+`
+    tokens); one shingle if fewer words."""
     if k < 1: raise ValueError(f"k must be at least 1, got {k}")
     words = _TOKEN.findall(text.lower())
     if not words: return np.zeros(0, dtype=np.uint64)
-    wh = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
+    wh = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64,
+                     count=len(words))
     n = max(1, len(words) - k + 1)
-    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)   # FNV-1a style mixing of the k word hashes
+    # FNV-1a style mixing of the k word hashes
+    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
     for j in range(min(k, len(words))):
         h = (h ^ wh[j:j + n]) * np.uint64(0x100000001B3)
     return np.unique(h >> np.uint64(32))
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    "Exact Jaccard similarity of two sets given as arrays of unique values (1.0 for two empty sets)."
+    """Exact Jaccard similarity of two sets given as arrays of unique values (1.0 for
+    two empty sets)."""
     union = len(np.union1d(a, b))
     return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
 
 class MinHasher:
-    "MinHash signatures with `num_perm` hash functions h_i(x) = (a_i x + b_i) mod (2^31 - 1), seeded."
+    """MinHash signatures with `num_perm` hash functions h_i(x) = (a_i x + b_i) mod
+    (2^31 - 1), seeded."""
     def __init__(self, num_perm: int = 128, seed: int = 0, chunk: int = 2048):
-        if num_perm < 1: raise ValueError(f"num_perm must be at least 1, got {num_perm}")
+        if num_perm < 1:
+            raise ValueError(f"num_perm must be at least 1, got {num_perm}")
         rng = np.random.default_rng(seed)
         self.num_perm, self.chunk = num_perm, chunk
         self.a = rng.integers(1, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
         self.b = rng.integers(0, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
 
     def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
-        "The `num_perm` minima over the set (uint32); an empty set gets the all-maximum signature."
+        """The `num_perm` minima over the set (uint32); an empty set gets the
+        all-maximum signature."""
         sig = np.full(self.num_perm, MERSENNE_31, dtype=np.uint64)
         x = np.asarray(shingle_hashes, dtype=np.uint64) % np.uint64(MERSENNE_31)
         for i in range(0, len(x), self.chunk):  # a*x + b < 2^62: exact in uint64
@@ -449,48 +541,64 @@ class MinHasher:
             sig = np.minimum(sig, hv.min(axis=1))
         return sig.astype(np.uint32)
 
-    def __call__(self, text: str, k: int = 5) -> np.ndarray: return self.signature(shingles(text, k))
+    def __call__(self, text: str, k: int = 5) -> np.ndarray:
+        return self.signature(shingles(text, k))
 
 def minhash_jaccard(s1: np.ndarray, s2: np.ndarray) -> float:
     "MinHash estimate of Jaccard similarity: the fraction of equal signature entries."
-    if s1.shape != s2.shape: raise ValueError(f"signatures of different lengths {s1.shape} and {s2.shape}")
+    if s1.shape != s2.shape:
+        raise ValueError(f"signatures of different lengths {s1.shape} and {s2.shape}")
     return float(np.mean(s1 == s2))
 
 # %% ../nbs/01_data.ipynb #10538077
 def lsh_probability(s: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
-    "Probability that two sets of Jaccard similarity `s` share at least one LSH bucket: 1 - (1 - s^rows)^bands."
+    """Probability that two sets of Jaccard similarity `s` share at least one LSH
+    bucket: 1 - (1 - s^rows)^bands."""
     return 1 - (1 - np.asarray(s, dtype=float) ** rows) ** bands
 
 def lsh_threshold(bands: int, rows: int) -> float:
-    "The similarity where the LSH S-curve is steepest, approximately (1/bands)^(1/rows)."
+    """The similarity where the LSH S-curve is steepest, approximately
+    (1/bands)^(1/rows)."""
     return (1 / bands) ** (1 / rows)
 
 class LSHIndex:
-    "Buckets of signature bands: `query` returns the keys of items sharing at least one band with a signature."
+    """Buckets of signature bands: `query` returns the keys of items sharing at least
+    one band with a signature."""
     def __init__(self, num_perm: int = 128, bands: int = 16):
         if bands < 1 or num_perm % bands:
-            raise ValueError(f"bands must divide num_perm: {num_perm} perms cannot be cut into {bands} bands")
+            raise ValueError(
+                f"bands must divide num_perm: {num_perm} perms cannot be cut into "
+                f"{bands} bands")
         self.bands, self.rows = bands, num_perm // bands
         self.buckets: list[dict[bytes, list[Any]]] = [{} for _ in range(bands)]
 
     def _keys(self, sig: np.ndarray) -> list[bytes]:
         if len(sig) != self.bands * self.rows:
-            raise ValueError(f"signature of length {len(sig)}, this index expects {self.bands * self.rows}")
-        return [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
+            raise ValueError(
+                f"signature of length {len(sig)}, this index expects "
+                f"{self.bands * self.rows}")
+        return [sig[i * self.rows:(i + 1) * self.rows].tobytes()
+                for i in range(self.bands)]
 
     def insert(self, key: Any, sig: np.ndarray) -> None:
-        for band, k in zip(self.buckets, self._keys(sig)): band.setdefault(k, []).append(key)
+        for band, k in zip(self.buckets, self._keys(sig)):
+            band.setdefault(k, []).append(key)
 
     def query(self, sig: np.ndarray) -> list[Any]:
-        "Keys of the inserted items that share a bucket with `sig`, in insertion order without repeats."
-        found = itertools.chain.from_iterable(band.get(k, ()) for band, k in zip(self.buckets, self._keys(sig)))
+        """Keys of the inserted items that share a bucket with `sig`, in insertion order
+        without repeats."""
+        found = itertools.chain.from_iterable(
+            band.get(k, ()) for band, k in zip(self.buckets, self._keys(sig)))
         return list(dict.fromkeys(found))
 
 # %% ../nbs/01_data.ipynb #20a3d5c2
 class NearDedup:
-    "Callable streaming filter: drop a `Document` whose MinHash similarity to a kept one reaches `threshold` (LSH lookup)."
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16, k: int = 5, seed: int = 0):
-        if not 0 < threshold <= 1: raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    """Callable streaming filter: drop a `Document` whose MinHash similarity to a kept
+    one reaches `threshold` (LSH lookup)."""
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
+                 k: int = 5, seed: int = 0):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold, self.k = threshold, k
         self.hasher, self.index = MinHasher(num_perm, seed), LSHIndex(num_perm, bands)
         self.sigs: list[np.ndarray] = []
@@ -500,12 +608,17 @@ class NearDedup:
         sig = self.hasher(doc.text, self.k)
         for j in self.index.query(sig):
             sim = minhash_jaccard(sig, self.sigs[j])
-            if sim >= self.threshold: return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
-        self.index.insert(len(self.sigs), sig); self.sigs.append(sig); self.ids.append(doc.id)
+            if sim >= self.threshold:
+                return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
+        self.index.insert(len(self.sigs), sig)
+        self.sigs.append(sig)
+        self.ids.append(doc.id)
         return doc
 
-def near_dedup(docs: Iterable[Document], threshold: float = 0.8, **kwargs: Any) -> Iterator[Document]:
-    "Stream `docs` without near-duplicates (first occurrence kept); `kwargs` go to `NearDedup`."
+def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
+               **kwargs: Any) -> Iterator[Document]:
+    """Stream `docs` without near-duplicates (first occurrence kept); `kwargs` go to
+    `NearDedup`."""
     f = NearDedup(threshold, **kwargs)
     return (d for d in docs if isinstance(f(d), Document))
 
@@ -513,28 +626,38 @@ def near_dedup(docs: Iterable[Document], threshold: float = 0.8, **kwargs: Any) 
 SPLITS = ("train", "val")
 VAL_FRACTION = 0.1
 
-def split_of(doc_id: str, val_fraction: float = VAL_FRACTION, salt: str = "llmfs-split-v1") -> str:
-    "'val' or 'train' for a document id: deterministic, from the SHA-256 of salt and id mapped to [0, 1)."
-    if not 0 <= val_fraction <= 1: raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-    u = int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode("utf-8")).digest()[:8], "big") / 2**64
+def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
+             salt: str = "llmfs-split-v1") -> str:
+    """'val' or 'train' for a document id: deterministic, from the SHA-256 of salt and
+    id mapped to [0, 1)."""
+    if not 0 <= val_fraction <= 1:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    u = (int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode("utf-8")).digest()[:8],
+                        "big") / 2**64)
     return "val" if u < val_fraction else "train"
 
 # %% ../nbs/01_data.ipynb #a8ed48d6
 Step = Callable[[Document], "Document | str"]
 
 def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
-    "A step that rewrites the text (of documents whose format is in `only`, when given); a text it empties is dropped."
+    """A step that rewrites the text (of documents whose format is in `only`, when
+    given); a text it empties is dropped."""
     def step(doc: Document) -> Document | str:
         if only is not None and doc.meta.get("format") not in only: return doc
         text = fn(doc.text)
         if not text.strip() and doc.text.strip(): return "empty after cleaning"
-        return doc if text == doc.text else Document(doc.id, text, doc.source, dict(doc.meta))
+        return (doc if text == doc.text else Document(doc.id, text, doc.source,
+                                                      dict(doc.meta)))
     return step
 
-def default_steps(form: str = "NFC", rules: QualityRules | None = None, threshold: float = 0.8) -> list[tuple[str, Step]]:
-    "The curation steps in order, as (name, step); a fresh list (with fresh dedup state) on every call."
+def default_steps(form: str = "NFC", rules: QualityRules | None = None,
+                  threshold: float = 0.8) -> list[tuple[str, Step]]:
+    """The curation steps in order, as (name, step); a fresh list (with fresh dedup
+    state) on every call."""
     def boilerplate(doc: Document) -> Document | str:
-        return _text_step(lambda t: strip_boilerplate(t, doc.meta.get("format", "txt")))(doc)
+        return _text_step(lambda t: strip_boilerplate(t,
+                                                      doc.meta.get("format", "txt")))(
+                doc)
     def quality(doc: Document) -> Document | str:
         bad = quality_issues(doc.text, rules)
         return f"quality: {', '.join(bad)}" if bad else doc
@@ -549,7 +672,8 @@ def default_steps(form: str = "NFC", rules: QualityRules | None = None, threshol
 
 @dataclass
 class StepStats:
-    "What survived one step: documents, UTF-8 bytes, documents changed, reasons for removals, a few examples."
+    """What survived one step: documents, UTF-8 bytes, documents changed, reasons for
+    removals, a few examples."""
     step: str
     docs: int = 0
     bytes: int = 0
@@ -558,30 +682,37 @@ class StepStats:
     examples: list = field(default_factory=list)
 
 class Funnel:
-    "Documents and bytes after each curation step, with up to `max_examples` examples per step: (kind, id, a, b)."
-    def __init__(self, max_examples: int = 3): self.max_examples, self.steps = max_examples, {}
+    """Documents and bytes after each curation step, with up to `max_examples` examples
+    per step: (kind, id, a, b)."""
+    def __init__(self, max_examples: int = 3):
+        self.max_examples, self.steps = max_examples, {}
 
     def record(self, name: str, before: Document, after: Document | str) -> None:
         st = self.steps.setdefault(name, StepStats(name))
-        if isinstance(after, str):  # examples: at most two per reason, so that rarer reasons get shown too
+        # examples: at most two per reason, so that rarer reasons get shown too
+        if isinstance(after, str):
             key = after.split(" of ")[0].split(" (")[0]
             st.removed[key] += 1
-            if len(st.examples) < self.max_examples and sum(e[2].startswith(key) for e in st.examples) < 2:
+            if (len(st.examples) < self.max_examples
+                    and sum(e[2].startswith(key) for e in st.examples) < 2):
                 st.examples.append(("removed", before.id, after, before.text))
             return
         st.docs += 1; st.bytes += after.nbytes
         if after is not before and after.text != before.text:
             st.changed += 1
-            if len(st.examples) < self.max_examples: st.examples.append(("changed", before.id, before.text, after.text))
+            if len(st.examples) < self.max_examples:
+                st.examples.append(("changed", before.id, before.text, after.text))
 
     def rows(self) -> list[dict]:
-        "One row per step: documents and bytes kept, documents changed, removals by reason."
+        """One row per step: documents and bytes kept, documents changed, removals by
+        reason."""
         return [{"step": s.step, "docs": s.docs, "bytes": s.bytes, "changed": s.changed,
                  "removed": dict(s.removed)} for s in self.steps.values()]
 
 def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None,
            funnel: Funnel | None = None) -> Iterator[Document]:
-    "Stream `docs` through the curation `steps` (default: `default_steps()`), recording survivors in `funnel`."
+    """Stream `docs` through the curation `steps` (default: `default_steps()`),
+    recording survivors in `funnel`."""
     steps = default_steps() if steps is None else steps
     for doc in docs:
         if funnel is not None: funnel.record("raw", doc, doc)
@@ -595,15 +726,17 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
 
 # %% ../nbs/01_data.ipynb #312fa747
 def default_max_bytes(source: str = "stdlib") -> int | None:
-    "Raw bytes read from `source` at the current scale: a few MB at test scale, everything at book scale."
+    """Raw bytes read from `source` at the current scale: a few MB at test scale,
+    everything at book scale."""
     return at_scale(test=4_500_000, book=None)
 
 def _jsonl_line(d: Document) -> bytes:
-    return (json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta}, ensure_ascii=False)
-            + "\n").encode("utf-8")
+    return (json.dumps({"id": d.id, "text": d.text, "source": d.source, "meta": d.meta},
+                       ensure_ascii=False) + "\n").encode("utf-8")
 
 def write_jsonl(docs: Iterable[Document], path: str | Path) -> tuple[int, int]:
-    "Stream `docs` to a JSON Lines file, atomically (it appears only when complete); return (documents, UTF-8 bytes of text)."
+    """Stream `docs` to a JSON Lines file, atomically (it appears only when complete);
+    return (documents, UTF-8 bytes of text)."""
     n = nbytes = 0
     def write(f) -> None:
         nonlocal n, nbytes
@@ -615,26 +748,34 @@ def write_jsonl(docs: Iterable[Document], path: str | Path) -> tuple[int, int]:
 def read_jsonl(path: str | Path) -> Iterator[Document]:
     "Stream the `Document`s of a file written by `write_jsonl`."
     for i, obj in jsonl_records(path):
-        try: yield Document(obj["id"], obj["text"], obj.get("source", ""), obj.get("meta", {}))
-        except KeyError as e: raise ValueError(f"{path}:{i}: record lacks field {e}; expected id, text, source, meta") from e
+        try:
+            yield Document(obj["id"], obj["text"], obj.get("source", ""),
+                           obj.get("meta", {}))
+        except KeyError as e:
+            raise ValueError(f"{path}:{i}: record lacks field {e}; "
+                             "expected id, text, source, meta") from e
 
 def folder_fingerprint(path: str | Path) -> str:
-    "A short hash of the corpus files under folder `path`: each one's relative path, size, and change times (in ns)."
+    """A short hash of the corpus files under folder `path`: each one's relative path,
+    size, and change times (in ns)."""
     root = Path(path).expanduser()
     files = folder_files(root)
     if not files:
-        raise UserError(f"{root} holds no corpus files", f"put {', '.join(sorted(FOLDER_FORMATS))} files in it")
+        raise UserError(f"{root} holds no corpus files",
+                        f"put {', '.join(sorted(FOLDER_FORMATS))} files in it")
     h = hashlib.sha256()
     for p in files:
         st = p.stat()
-        h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n"
-                 .encode("utf-8", "surrogateescape"))
+        line = (f"{p.relative_to(root).as_posix()}\0{st.st_size}"
+                f"\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n")
+        h.update(line.encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 def _corpus_name(source: str, max_bytes: int | None) -> str:
     size = "all" if max_bytes is None else f"{max_bytes // 1000}k"
     kind = source_kind(source)
-    if kind == "stdlib": tag = f"stdlib-py{sys.version_info.major}{sys.version_info.minor}"
+    if kind == "stdlib":
+        tag = f"stdlib-py{sys.version_info.major}{sys.version_info.minor}"
     elif kind == "folder":
         root = Path(source).expanduser().resolve()
         tag = f"folder-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}-{folder_fingerprint(root)}"
@@ -642,26 +783,35 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     return f"data/{tag}-{size}-v2"
 
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
-    "A `UserError` when curation left a split without documents (an empty corpus is never cached)."
-    raw, kept = funnel.steps["raw"].docs if "raw" in funnel.steps else 0, sum(n for n, _ in counts.values())
+    """A `UserError` when curation left a split without documents (an empty corpus is
+    never cached)."""
+    raw, kept = (funnel.steps["raw"].docs if "raw" in funnel.steps else 0,
+                 sum(n for n, _ in counts.values()))
     if raw == 0:
         raise UserError(f"the corpus source {source!r} yielded no documents",
-                        "give it text to read (a folder needs .txt, .md, .html or .jsonl files)")
+                         "give it text to read (a folder needs .txt, .md, .html or "
+                        ".jsonl files)")
     if kept == 0:
         why = Counter()
         for st in funnel.steps.values(): why.update(st.removed)
-        raise UserError(f"none of the {raw} documents of {source!r} survived curation (removed: "
-                        + ", ".join(f"{k} {v}" for k, v in why.most_common(3)) + ")",
-                        "give it more and longer text: the quality rules drop documents of fewer than 25 words")
+        raise UserError(
+            f"none of the {raw} documents of {source!r} survived curation (removed: "
+            + ", ".join(f"{k} {v}" for k, v in why.most_common(3)) + ")",
+             "give it more and longer text: the quality rules drop documents of fewer "
+            "than 25 words")
     for s, (n, _) in counts.items():
         if n == 0:
-            raise UserError(f"the {s} split of {source!r} is empty: {kept} documents survived curation, and the split "
-                            f"sends {VAL_FRACTION:.0%} of them to validation", "give it more documents (30 or more)")
+            raise UserError(
+                f"the {s} split of {source!r} is empty: {kept} documents survived "
+                f"curation, and the split " f"sends {VAL_FRACTION:.0%} of them to "
+                f"validation", "give it more documents (30 or more)")
 
-def build_corpus(out_dir: str | Path, source: str = "stdlib", max_bytes: int | None = None,
-                 progress: bool = False) -> dict:
-    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json, which records each file's size and sha256;
-    return the stats. Each file is written atomically, stats.json last; an empty split is a `UserError`."""
+def build_corpus(out_dir: str | Path, source: str = "stdlib",
+                 max_bytes: int | None = None, progress: bool = False) -> dict:
+    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json, which records
+    each file's size and sha256;
+    return the stats. Each file is written atomically, stats.json last; an empty split
+    is a `UserError`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     funnel, counts = Funnel(max_examples=0), {s: [0, 0] for s in SPLITS}
     sizes, hashes = {s: 0 for s in SPLITS}, {s: hashlib.sha256() for s in SPLITS}
@@ -669,7 +819,8 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib", max_bytes: int | N
     if progress:
         from tqdm import tqdm
         docs = tqdm(docs, desc=f"curating {source}", unit=" docs")
-    with contextlib.ExitStack() as stack:      # closes the files, then renames them into place (or removes them)
+    # closes the files, then renames them into place (or removes them)
+    with contextlib.ExitStack() as stack:
         tmps = {s: stack.enter_context(atomic_path(out / f"{s}.jsonl")) for s in SPLITS}
         files = {s: stack.enter_context(open(tmps[s], "wb")) for s in SPLITS}
         for d in curate(docs, funnel=funnel):
@@ -677,26 +828,34 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib", max_bytes: int | N
             files[sp].write(line); hashes[sp].update(line); sizes[sp] += len(line)
             counts[sp][0] += 1; counts[sp][1] += d.nbytes
         _check_not_empty(source, funnel, counts)
-    stats = {"source": source, "max_bytes": max_bytes, "python": sys.version.split()[0], "funnel": funnel.rows(),
-             "splits": {s: {"docs": n, "bytes": b} for s, (n, b) in counts.items()},
-             "files": {f"{s}.jsonl": {"bytes": sizes[s], "sha256": hashes[s].hexdigest()} for s in SPLITS}}
+    stats = {"source": source, "max_bytes": max_bytes, "python": sys.version.split()[0],
+             "funnel": funnel.rows(), "splits": {
+                 s: {"docs": n, "bytes": b} for s, (n, b) in counts.items()},
+             "files": {f"{s}.jsonl": {"bytes": sizes[s],
+                                      "sha256": hashes[s].hexdigest()} for s in SPLITS}}
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
-    """What is wrong with a curated corpus folder, or None when it is intact: stats.json missing or unreadable, a split
-    file missing, or of another size (or, with `checksums`, another sha256) than stats.json records."""
+    """What is wrong with a curated corpus folder, or None when it is intact: stats.json
+    missing or unreadable, a split
+    file missing, or of another size (or, with `checksums`, another sha256) than
+    stats.json records."""
     path = Path(path); sp = path / "stats.json"
     try: files = json.loads(sp.read_text(encoding="utf-8"))["files"]
     except FileNotFoundError: return f"{sp} is missing"
-    except (ValueError, KeyError, TypeError) as e: return f"{sp} is unreadable ({type(e).__name__}: {e})"
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{sp} is unreadable ({type(e).__name__}: {e})"
     for s in SPLITS:
-        f, rec = path / f"{s}.jsonl", files.get(f"{s}.jsonl") if isinstance(files, dict) else None
-        if not isinstance(rec, dict) or not {"bytes", "sha256"} <= set(rec): return f"{sp} records no size for {f.name}"
+        f, rec = (path / f"{s}.jsonl", files.get(f"{s}.jsonl")
+                  if isinstance(files, dict) else None)
+        if not isinstance(rec, dict) or not {"bytes", "sha256"} <= set(rec):
+            return f"{sp} records no size for {f.name}"
         if not f.is_file(): return f"{f} is missing"
         if f.stat().st_size != rec["bytes"]:
             return f"{f} has {f.stat().st_size:,} bytes, not the {rec['bytes']:,} that stats.json records"
-        if checksums and sha256_file(f) != rec["sha256"]: return f"{f} does not match the sha256 that stats.json records"
+        if checksums and sha256_file(f) != rec["sha256"]:
+            return f"{f} does not match the sha256 that stats.json records"
     return None
 
 def _rebuild_hint(source: str, max_bytes: int | None) -> str:
@@ -704,33 +863,43 @@ def _rebuild_hint(source: str, max_bytes: int | None) -> str:
     if max_bytes != default_max_bytes(source): args += f" --max-bytes {max_bytes or 0}"
     return f"curate it again with `llmfs data{args} --rebuild` (in Python: rebuild=True)"
 
-def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1, rebuild: bool = False, progress: bool = False) -> Path:
-    """The cached folder of the curated corpus (built on first use); `max_bytes=-1` means the current scale's default.
-    A cached folder that `corpus_damage` finds damaged is curated again, with a warning."""
+def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1,
+               rebuild: bool = False, progress: bool = False) -> Path:
+    """The cached folder of the curated corpus (built on first use); `max_bytes=-1`
+    means the current scale's default.
+    A cached folder that `corpus_damage` finds damaged is curated again, with a
+    warning."""
     if max_bytes == -1: max_bytes = default_max_bytes(source)
     name = _corpus_name(source, max_bytes)
     def build(p: Path) -> None: build_corpus(p, source, max_bytes, progress)
     return cached(name, build, rebuild, check=corpus_damage, redo="curating it again")
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS: raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; the splits are {SPLITS}")
 
 def _read_cached(path: Path, source: str, max_bytes: int | None) -> Iterator[Document]:
-    "`read_jsonl` of a cached split: a file damaged after `corpus_dir` checked it is a `UserError` naming it."
+    """`read_jsonl` of a cached split: a file damaged after `corpus_dir` checked it is a
+    `UserError` naming it."""
     try: yield from read_jsonl(path)
     except (ValueError, UnicodeDecodeError) as e:
         what = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
-        raise UserError(f"the cached corpus is damaged: {what}", _rebuild_hint(source, max_bytes)) from e
+        raise UserError(f"the cached corpus is damaged: {what}",
+                        _rebuild_hint(source, max_bytes)) from e
 
-def load_corpus(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1,
-                rebuild: bool = False) -> list[Document]:
-    "The curated, deduplicated documents of `split` ('train' or 'val'), built once and cached as JSONL."
+def load_corpus(split: str = "train", source: str = "stdlib",
+                max_bytes: int | None = -1, rebuild: bool = False) -> list[Document]:
+    """The curated, deduplicated documents of `split` ('train' or 'val'), built once and
+    cached as JSONL."""
     _check_split(split)
     if max_bytes == -1: max_bytes = default_max_bytes(source)
-    return list(_read_cached(corpus_dir(source, max_bytes, rebuild) / f"{split}.jsonl", source, max_bytes))
+    return list(_read_cached(corpus_dir(source, max_bytes, rebuild) / f"{split}.jsonl",
+                             source, max_bytes))
 
-def iter_texts(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1) -> Iterator[str]:
-    "Stream the texts of `load_corpus(split, source)` from the cache without holding them all in memory."
+def iter_texts(split: str = "train", source: str = "stdlib",
+               max_bytes: int | None = -1) -> Iterator[str]:
+    """Stream the texts of `load_corpus(split, source)` from the cache without holding
+    them all in memory."""
     _check_split(split)
     if max_bytes == -1: max_bytes = default_max_bytes(source)
     path = corpus_dir(source, max_bytes) / f"{split}.jsonl"
@@ -738,9 +907,12 @@ def iter_texts(split: str = "train", source: str = "stdlib", max_bytes: int | No
 
 def corpus_stats(source: str = "stdlib", max_bytes: int | None = -1) -> dict:
     "The funnel, split counts and file checksums recorded when the corpus was built."
-    return json.loads((corpus_dir(source, max_bytes) / "stats.json").read_text(encoding="utf-8"))
+    return json.loads((corpus_dir(source, max_bytes) / "stats.json").read_text(
+        encoding="utf-8"))
 
-def corpus_checksum(split: str = "train", source: str = "stdlib", max_bytes: int | None = -1) -> str:
-    "The sha256 of the cached `split` file: the content key of artefacts made from it (the token shards of chapter 3)."
+def corpus_checksum(split: str = "train", source: str = "stdlib",
+                    max_bytes: int | None = -1) -> str:
+    """The sha256 of the cached `split` file: the content key of artefacts made from it
+    (the token shards of chapter 3)."""
     _check_split(split)
     return corpus_stats(source, max_bytes)["files"][f"{split}.jsonl"]["sha256"]

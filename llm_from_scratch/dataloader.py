@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .core import UserError, at_scale, atomic_write, cache_dir, cached, display_path
+from .core import (UserError, at_scale, atomic_write, cache_dir, cached,
+                                   display_path)
 from .data import sha256_file
 
 # %% auto #0
@@ -28,8 +29,10 @@ __all__ = ['MANIFEST', 'TokenSource', 'token_dtype', 'write_shards', 'shards_dam
 
 # %% ../nbs/03_dataloader.ipynb #cbeeee8d
 def token_dtype(vocab_size: int) -> np.dtype:
-    "The smallest unsigned integer type that holds every id below `vocab_size`: uint16 up to 65,536 ids, else uint32."
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+    """The smallest unsigned integer type that holds every id below `vocab_size`: uint16
+    up to 65,536 ids, else uint32."""
+    if (isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer))
+            or vocab_size < 1):
         raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
     if vocab_size <= 2**16: return np.dtype(np.uint16)
     if vocab_size <= 2**32: return np.dtype(np.uint32)
@@ -38,60 +41,79 @@ def token_dtype(vocab_size: int) -> np.dtype:
 # %% ../nbs/03_dataloader.ipynb #5cee61ba
 MANIFEST = "manifest.json"
 _FORMAT, _VERSION = "llmfs-token-shards", 2
-_REBUILD = ("write the folder again (write_shards with overwrite=True); the book's cached shards: "
-            "run `llmfs shards --rebuild`")
+_REBUILD = (
+    "write the folder again (write_shards with overwrite=True); the book's cached "
+    "shards: " "run `llmfs shards --rebuild`")
 
 def _read_manifest(d: Path) -> dict | None:
     p = Path(d) / MANIFEST
     if not p.exists(): return None
     try: man = json.loads(p.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e: raise UserError(f"{p} is damaged (not JSON: {e})", _REBUILD) from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{p} is damaged (not JSON: {e})", _REBUILD) from e
     if not isinstance(man, dict) or man.get("format") != _FORMAT:
         raise ValueError(f"{p} is not a token-shard manifest; use another folder")
     return man
 
-def _write_manifest(d: Path, man: dict) -> None: atomic_write(Path(d) / MANIFEST, json.dumps(man, indent=1) + "\n")
+def _write_manifest(d: Path, man: dict) -> None:
+    atomic_write(Path(d) / MANIFEST, json.dumps(man, indent=1) + "\n")
 
-def _text_sha(text: str) -> str: return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+def _text_sha(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 # %% ../nbs/03_dataloader.ipynb #75db8649
-def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], eot_id: int, out_dir: str | Path,
-                 shard_tokens: int = 2**22, vocab_size: int | None = None, *, overwrite: bool = False,
-                 progress: bool = True, total: int | None = None, desc: str = "tokenising") -> Path:
-    """Tokenise `texts` with `encode` into shards of `shard_tokens` ids under `out_dir`, each document followed by `eot_id`.
-    Ids are stored as uint16 when `vocab_size` (default `eot_id + 1`) allows, else uint32. Resumable: rerunning
-    with the same arguments after an interruption skips the finished shards. The manifest records each shard's
-    token count, largest id and sha256, which `TokenShards` checks. Returns `out_dir`."""
-    if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, (int, np.integer)) or shard_tokens < 1:
+def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]],
+                 eot_id: int, out_dir: str | Path,
+                 shard_tokens: int = 2**22, vocab_size: int | None = None, *,
+                 overwrite: bool = False,
+                 progress: bool = True, total: int | None = None,
+                 desc: str = "tokenising") -> Path:
+    """Tokenise `texts` with `encode` into shards of `shard_tokens` ids under `out_dir`,
+    each document followed by `eot_id`.
+    Ids are stored as uint16 when `vocab_size` (default `eot_id + 1`) allows, else
+    uint32. Resumable: rerunning
+    with the same arguments after an interruption skips the finished shards. The
+    manifest records each shard's
+    token count, largest id and sha256, which `TokenShards` checks. Returns
+    `out_dir`."""
+    if (isinstance(shard_tokens, bool)
+            or not isinstance(shard_tokens, (int, np.integer)) or shard_tokens < 1):
         raise ValueError(f"shard_tokens must be a positive int, got {shard_tokens!r}")
-    if isinstance(eot_id, bool) or not isinstance(eot_id, (int, np.integer)) or eot_id < 0:
+    if (isinstance(eot_id, bool) or not isinstance(eot_id, (int, np.integer))
+            or eot_id < 0):
         raise ValueError(f"eot_id must be a non-negative int, got {eot_id!r}")
     vocab_size = int(eot_id) + 1 if vocab_size is None else vocab_size
     dtype = token_dtype(vocab_size)
     if eot_id >= vocab_size:
-        raise ValueError(f"eot_id={eot_id} is not below vocab_size={vocab_size}; pass the tokenizer's full vocabulary size")
+        raise ValueError(
+            f"eot_id={eot_id} is not below vocab_size={vocab_size}; pass the "
+            f"tokenizer's full vocabulary size")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = dict(version=_VERSION, dtype=dtype.name, vocab_size=int(vocab_size), eot_id=int(eot_id),
-                  shard_tokens=int(shard_tokens))
+    config = dict(version=_VERSION, dtype=dtype.name, vocab_size=int(vocab_size),
+                  eot_id=int(eot_id), shard_tokens=int(shard_tokens))
     try: man = _read_manifest(out)
-    except UserError:                                         # a damaged manifest: only overwrite starts again
+    except UserError:  # a damaged manifest: only overwrite starts again
         if not overwrite: raise
         man = None
     if overwrite: (out / MANIFEST).unlink(missing_ok=True); man = None
     if man is not None:
         diff = {k: (man.get(k), v) for k, v in config.items() if man.get(k) != v}
         if diff:
-            raise ValueError(f"{out} holds shards written with other settings {diff} (theirs, ours); "
-                             "pass overwrite=True to replace them, or choose another out_dir")
+            raise ValueError(
+                f"{out} holds shards written with other settings {diff} (theirs, "
+                f"ours); " "pass overwrite=True to replace them, or choose another "
+                "out_dir")
         if man["complete"]: return out
     else:
-        for stale in out.glob("shard_*.bin*"): stale.unlink()   # left by a run stopped before its first shard
+        # left by a run stopped before its first shard
+        for stale in out.glob("shard_*.bin*"): stale.unlink()
         man = dict(format=_FORMAT, **config, shards=[], n_tokens=0, n_docs=0,
                    docs_done=0, doc_offset=0, check_sha1=None, complete=False)
 
     skip_docs, skip_tokens = man["docs_done"], man["doc_offset"]
-    check_at = skip_docs if skip_tokens else skip_docs - 1   # the document whose text the manifest fingerprinted
+    # the document whose text the manifest fingerprinted
+    check_at = skip_docs if skip_tokens else skip_docs - 1
     buf = np.empty(shard_tokens, dtype=dtype)
     fill, n_docs = 0, 0
 
@@ -100,33 +122,41 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
         name = f"shard_{len(man['shards']):05d}.bin"
         data = buf[:fill].tobytes()
         atomic_write(out / name, data)
-        man["shards"].append(dict(file=name, tokens=int(fill), max_id=int(buf[:fill].max()),
+        man["shards"].append(dict(file=name, tokens=int(fill),
+                                  max_id=int(buf[:fill].max()),
                                   sha256=hashlib.sha256(data).hexdigest()))
         man["n_tokens"] += int(fill)
-        done = pos == doc_len                                 # did this shard end exactly at a document's end?
+        done = pos == doc_len  # did this shard end exactly at a document's end?
         man["docs_done"], man["doc_offset"] = (doc + 1, 0) if done else (doc, pos)
         man["check_sha1"] = _text_sha(text)
         _write_manifest(out, man)
         fill = 0
 
-    bar = tqdm(total=total, initial=skip_docs, disable=not progress, unit="doc", desc=desc,
-               mininterval=1.0, ascii=True, dynamic_ncols=False)
+    bar = tqdm(total=total, initial=skip_docs, disable=not progress, unit="doc",
+               desc=desc, mininterval=1.0, ascii=True, dynamic_ncols=False)
     text, pos, toks = "", 0, np.empty(0, dtype)
     try:
         for i, text in enumerate(texts):
             n_docs = i + 1
             if not isinstance(text, str):
-                raise TypeError(f"document {i} is a {type(text).__name__}, not a str; texts must yield strings")
+                raise TypeError(
+                    f"document {i} is a {type(text).__name__}, not a str; texts must "
+                    f"yield strings")
             if i == check_at and _text_sha(text) != man["check_sha1"]:
-                raise ValueError(f"document {i} differs from the one the interrupted run in {out} saw: resume "
-                                 "with the same texts, or pass overwrite=True to start again")
-            if i < skip_docs: continue                              # finished in an earlier run
+                raise ValueError(
+                    f"document {i} differs from the one the interrupted run in {out} "
+                    f"saw: resume " "with the same texts, or pass overwrite=True to "
+                    "start again")
+            if i < skip_docs: continue  # finished in an earlier run
             ids = np.asarray(encode(text), dtype=np.int64)
-            if ids.ndim != 1: raise ValueError(f"encode must return a flat list of ids, got shape {ids.shape}")
+            if ids.ndim != 1:
+                raise ValueError(
+                    f"encode must return a flat list of ids, got shape {ids.shape}")
             if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
                 bad = ids[(ids < 0) | (ids >= vocab_size)][0]
-                raise ValueError(f"document {i}: token id {bad} is outside [0, {vocab_size}); "
-                                 "pass the tokenizer's vocab_size")
+                raise ValueError(
+                    f"document {i}: token id {bad} is outside [0, {vocab_size}); "
+                    "pass the tokenizer's vocab_size")
             toks = np.empty(ids.size + 1, dtype=dtype)
             toks[:-1] = ids; toks[-1] = eot_id
             pos = skip_tokens if i == skip_docs else 0
@@ -140,7 +170,9 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
     finally:
         bar.close()
     if n_docs < skip_docs + (1 if skip_tokens else 0):
-        raise ValueError(f"texts yielded {n_docs} documents but {out} already holds more; resume with the same texts")
+        raise ValueError(
+            f"texts yielded {n_docs} documents but {out} already holds more; resume "
+            f"with the same texts")
     if fill: flush(n_docs - 1, toks.size, toks.size, text)
     man.update(n_docs=n_docs, docs_done=n_docs, doc_offset=0, complete=True)
     _write_manifest(out, man)
@@ -148,15 +180,18 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]], e
 
 # %% ../nbs/03_dataloader.ipynb #7a0f1dac
 def _shard_damage(path: Path, man: dict, checksums: bool = True) -> str | None:
-    "The first shard of `man` that is missing, of the wrong size, beyond the vocabulary or (`checksums`) altered; else None."
+    """The first shard of `man` that is missing, of the wrong size, beyond the
+    vocabulary or (`checksums`) altered; else None."""
     try:
         dtype, vocab = np.dtype(man["dtype"]), int(man["vocab_size"])
         for s in man["shards"]:
             f, n = path / s["file"], int(s["tokens"])
             if not f.is_file(): return f"shard {f} is missing"
             if f.stat().st_size != n * dtype.itemsize:
-                return (f"shard {f} has the wrong size: {f.stat().st_size:,} bytes, not {n:,} tokens of {dtype} "
-                        f"({n * dtype.itemsize:,} bytes) as {MANIFEST} records")
+                return (
+                    f"shard {f} has the wrong size: {f.stat().st_size:,} bytes, not "
+                    f"{n:,} tokens of {dtype} " f"({n * dtype.itemsize:,} bytes) as "
+                    f"{MANIFEST} records")
             if not 0 <= int(s.get("max_id", 0)) < vocab:
                 return f"{path / MANIFEST} says shard {f.name} holds id {s['max_id']}, outside [0, {vocab})"
             if checksums and "sha256" in s and sha256_file(f) != s["sha256"]:
@@ -166,8 +201,10 @@ def _shard_damage(path: Path, man: dict, checksums: bool = True) -> str | None:
     return None
 
 def shards_damage(path: str | Path, checksums: bool = True) -> str | None:
-    """What is wrong with a finished shard folder, or None when it is intact: a missing or damaged manifest, an
-    unfinished folder, a shard missing, of the wrong size, or (with `checksums`) not matching its sha256."""
+    """What is wrong with a finished shard folder, or None when it is intact: a missing
+    or damaged manifest, an
+    unfinished folder, a shard missing, of the wrong size, or (with `checksums`) not
+    matching its sha256."""
     path = Path(path)
     try: man = _read_manifest(path)
     except (UserError, ValueError) as e: return str(e)
@@ -176,24 +213,33 @@ def shards_damage(path: str | Path, checksums: bool = True) -> str | None:
     return _shard_damage(path, man, checksums)
 
 class TokenShards:
-    """A folder written by `write_shards`, read through memory maps as one sequence of token ids. Opening it checks
-    every shard against the manifest: its size always, its sha256 too unless `verify=False`."""
+    """A folder written by `write_shards`, read through memory maps as one sequence of
+    token ids. Opening it checks
+    every shard against the manifest: its size always, its sha256 too unless
+    `verify=False`."""
     def __init__(self, path: str | Path, verify: bool = True):
         self.path = Path(path)
         man = _read_manifest(self.path)
         if man is None:
-            raise FileNotFoundError(f"{self.path} has no {MANIFEST}; write token shards there with write_shards first")
+            raise FileNotFoundError(
+                f"{self.path} has no {MANIFEST}; write token shards there with "
+                f"write_shards first")
         if not man["complete"]:
-            raise ValueError(f"the shards in {self.path} are incomplete ({len(man['shards'])} finished): run "
-                             "write_shards again with the same arguments to finish them")
-        if damage := _shard_damage(self.path, man, verify): raise UserError(damage, _REBUILD)
+            raise ValueError(
+                f"the shards in {self.path} are incomplete ({len(man['shards'])} "
+                f"finished): run " "write_shards again with the same arguments to "
+                "finish them")
+        if damage := _shard_damage(self.path, man, verify):
+            raise UserError(damage, _REBUILD)
         self.manifest = man
         self.dtype = np.dtype(man["dtype"])
-        self.vocab_size, self.eot_id, self.n_docs = man["vocab_size"], man["eot_id"], man["n_docs"]
+        self.vocab_size, self.eot_id, self.n_docs = (man["vocab_size"], man["eot_id"],
+                                                     man["n_docs"])
         self.files = [self.path / s["file"] for s in man["shards"]]
         self.sizes = [int(s["tokens"]) for s in man["shards"]]
         ids = [s.get("max_id") for s in man["shards"]]
-        self.max_id: int | None = max(ids) if ids and None not in ids else None   # largest id (None: not recorded)
+        # largest id (None: not recorded)
+        self.max_id: int | None = max(ids) if ids and None not in ids else None
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self._maps: list[np.memmap] | None = None
 
@@ -201,7 +247,8 @@ class TokenShards:
     def shards(self) -> list[np.memmap]:
         "One read-only memory map per shard (opened on first use)."
         if self._maps is None:
-            self._maps = [np.memmap(f, dtype=self.dtype, mode="r", shape=(n,)) for f, n in zip(self.files, self.sizes)]
+            self._maps = [np.memmap(f, dtype=self.dtype, mode="r", shape=(n,))
+                          for f, n in zip(self.files, self.sizes)]
         return self._maps
 
     def __len__(self) -> int: return int(self.starts[-1])
@@ -214,57 +261,72 @@ class TokenShards:
             if stop <= start: return np.empty(0, dtype=self.dtype)
             a = int(np.searchsorted(self.starts, start, side="right")) - 1
             b = int(np.searchsorted(self.starts, stop - 1, side="right")) - 1
-            pieces = [self.shards[s][max(start - self.starts[s], 0): min(stop - self.starts[s], self.sizes[s])]
-                      for s in range(a, b + 1)]
+            pieces = [self.shards[s][max(start - self.starts[s], 0): min(
+                stop - self.starts[s], self.sizes[s])] for s in range(a, b + 1)]
             return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
         if isinstance(idx, (int, np.integer)) and not isinstance(idx, bool):
             i = int(idx) + n if idx < 0 else int(idx)
-            if not 0 <= i < n: raise IndexError(f"token index {idx} out of range for {n} tokens")
+            if not 0 <= i < n:
+                raise IndexError(f"token index {idx} out of range for {n} tokens")
             s = int(np.searchsorted(self.starts, i, side="right")) - 1
             return self.shards[s][i - self.starts[s]]
-        raise TypeError(f"TokenShards indices must be ints or slices, not {type(idx).__name__}")
+        raise TypeError(
+            f"TokenShards indices must be ints or slices, not {type(idx).__name__}")
 
     def tokens(self) -> np.ndarray:
-        "All ids as one array: the memory map itself for a single shard, else a concatenated copy."
+        """All ids as one array: the memory map itself for a single shard, else a
+        concatenated copy."""
         if not self.shards: return np.empty(0, dtype=self.dtype)
         return self.shards[0] if len(self.shards) == 1 else np.concatenate(self.shards)
 
-    def __getstate__(self) -> dict: return {**self.__dict__, "_maps": None}   # reopen maps in the receiving process
+    # reopen maps in the receiving process
+    def __getstate__(self) -> dict: return {**self.__dict__, "_maps": None}
 
     def __repr__(self) -> str:
-        return (f"TokenShards({display_path(self.path)!r}: {len(self):,} tokens in {len(self.files)} shards, "
-                f"{self.n_docs:,} documents, {self.dtype.name}, vocab {self.vocab_size:,})")
+        return (
+            f"TokenShards({display_path(self.path)!r}: {len(self):,} tokens in "
+            f"{len(self.files)} shards, " f"{self.n_docs:,} documents, "
+            f"{self.dtype.name}, vocab "
+            f"{self.vocab_size:,})")
 
 # %% ../nbs/03_dataloader.ipynb #b927c28d
 def _tokenizer_fingerprint(tok) -> str:
     probe = "Tokenizer fingerprint: the quick brown fox, 3.14159 def f(x): return x ** 2  # ok\n"
     ids = list(_plain_encoder(tok)(probe))
-    return hashlib.sha1(json.dumps([int(tok.vocab_size), int(tok.eot_id), ids]).encode()).hexdigest()[:10]
+    return hashlib.sha1(json.dumps([int(tok.vocab_size), int(tok.eot_id),
+                                    ids]).encode()).hexdigest()[:10]
 
 def _plain_encoder(tok) -> Callable[[str], list[int]]:
-    "Encode corpus text as ordinary text: a special-token string inside a document is not the document separator."
+    """Encode corpus text as ordinary text: a special-token string inside a document is
+    not the document separator."""
     if callable(getattr(tok, "encode_ordinary", None)): return tok.encode_ordinary
     return lambda text: tok.encode(text, allowed_special=set(), disallowed_special=())
 
 # %% ../nbs/03_dataloader.ipynb #1a09e116
-def default_token_shards(split: str = "train", rebuild: bool = False, progress: bool = True) -> Path:
-    """Chapter 1's corpus `split` tokenised by chapter 2's default tokenizer, as a shard folder in the artefact cache,
-    keyed by the tokenizer's fingerprint and the corpus file's sha256. A cached folder found damaged is written again."""
+def default_token_shards(split: str = "train", rebuild: bool = False,
+                         progress: bool = True) -> Path:
+    """Chapter 1's corpus `split` tokenised by chapter 2's default tokenizer, as a shard
+    folder in the artefact cache,
+    keyed by the tokenizer's fingerprint and the corpus file's sha256. A cached folder
+    found damaged is written again."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.tokenizer import default_tokenizer
     tok = default_tokenizer()
     name = f"{split}-{_tokenizer_fingerprint(tok)}-{corpus_checksum(split)[:10]}"
-    fresh = [rebuild]                                            # a damaged cached folder is tokenised afresh too
+    fresh = [rebuild]  # a damaged cached folder is tokenised afresh too
     def build(tmp: Path) -> None:
-        work = cache_dir("tokens") / f".{name}.partial"          # fixed name: an interrupted build resumes here
-        write_shards(iter_texts(split), _plain_encoder(tok), tok.eot_id, work, shard_tokens=at_scale(2**20, 2**22),
-                     vocab_size=tok.vocab_size, overwrite=fresh[0], progress=progress, desc=f"tokenising {split}")
+        # fixed name: an interrupted build resumes here
+        work = cache_dir("tokens") / f".{name}.partial"
+        write_shards(iter_texts(split), _plain_encoder(tok), tok.eot_id, work,
+                     shard_tokens=at_scale(2**20, 2**22), vocab_size=tok.vocab_size,
+                     overwrite=fresh[0], progress=progress, desc=f"tokenising {split}")
         os.replace(work, tmp)
     def check(p: Path) -> str | None:
         damage = shards_damage(p)
         fresh[0] = fresh[0] or damage is not None
         return damage
-    return cached(f"tokens/{name}", build, rebuild, check=check, redo="tokenising again")
+    return cached(f"tokens/{name}", build, rebuild, check=check,
+                  redo="tokenising again")
 
 # %% ../nbs/03_dataloader.ipynb #aa9b4966
 TokenSource = Union["TokenShards", np.ndarray, Tensor]
@@ -274,16 +336,19 @@ def _as_long(chunk) -> Tensor:
     return torch.from_numpy(np.asarray(chunk).astype(np.int64))
 
 class SlidingWindowDataset(Dataset):
-    "Windows of `block_size + 1` tokens every `stride` tokens, as `(x, y)` LongTensors with `y` = `x` shifted by one."
-    def __init__(self, tokens: TokenSource | str | Path, block_size: int, stride: int | None = None):
+    """Windows of `block_size + 1` tokens every `stride` tokens, as `(x, y)` LongTensors
+    with `y` = `x` shifted by one."""
+    def __init__(self, tokens: TokenSource | str | Path, block_size: int,
+                 stride: int | None = None):
         if isinstance(tokens, (str, Path)): tokens = TokenShards(tokens)
         stride = block_size if stride is None else stride
         for k, v in (("block_size", block_size), ("stride", stride)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         if len(tokens) < block_size + 1:
-            raise ValueError(f"{len(tokens)} tokens cannot fill one window of block_size + 1 = {block_size + 1} tokens; "
-                             "use a smaller block_size or more text")
+            raise ValueError(
+                f"{len(tokens)} tokens cannot fill one window of block_size + 1 = "
+                f"{block_size + 1} tokens; " "use a smaller block_size or more text")
         self.tokens, self.block_size, self.stride = tokens, int(block_size), int(stride)
         self.n_windows = (len(tokens) - block_size - 1) // stride + 1
 
@@ -291,40 +356,55 @@ class SlidingWindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         if i < 0: i += self.n_windows
-        if not 0 <= i < self.n_windows: raise IndexError(f"window {i} out of range for {self.n_windows} windows")
+        if not 0 <= i < self.n_windows:
+            raise IndexError(f"window {i} out of range for {self.n_windows} windows")
         start = i * self.stride
         chunk = _as_long(self.tokens[start:start + self.block_size + 1])
         return chunk[:-1], chunk[1:]
 
 # %% ../nbs/03_dataloader.ipynb #372f1956
-def random_batch(tokens: TokenSource, batch_size: int, block_size: int, generator: torch.Generator,
+def random_batch(tokens: TokenSource, batch_size: int, block_size: int,
+                 generator: torch.Generator,
                  device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    "`batch_size` windows at random offsets (drawn with `generator`): inputs `x` and targets `y` = `x` shifted by one."
+    """`batch_size` windows at random offsets (drawn with `generator`): inputs `x` and
+    targets `y` = `x` shifted by one."""
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)), got {generator!r}")
+        raise TypeError(
+            f"generator must be a torch.Generator (e.g. "
+            f"torch.Generator().manual_seed(0)), got {generator!r}")
     if batch_size < 1 or block_size < 1:
-        raise ValueError(f"batch_size and block_size must be positive, got {batch_size} and {block_size}")
+        raise ValueError(
+            f"batch_size and block_size must be positive, got {batch_size} and "
+            f"{block_size}")
     n = len(tokens)
     if n < block_size + 1:
-        raise ValueError(f"{n} tokens cannot fill one window of block_size + 1 = {block_size + 1} tokens")
-    ix = torch.randint(n - block_size, (batch_size,), generator=generator, device=generator.device).tolist()
+        raise ValueError(
+            f"{n} tokens cannot fill one window of block_size + 1 = {block_size + 1} "
+            f"tokens")
+    ix = torch.randint(n - block_size, (batch_size,), generator=generator,
+                       device=generator.device).tolist()
     if isinstance(tokens, Tensor):
         rows = torch.stack([tokens[i:i + block_size + 1] for i in ix]).long()
     else:
-        rows = torch.from_numpy(np.stack([np.asarray(tokens[i:i + block_size + 1]) for i in ix]).astype(np.int64))
+        rows = torch.from_numpy(np.stack([np.asarray(tokens[i:i + block_size + 1])
+                                          for i in ix]).astype(np.int64))
     x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
     if device is not None:
         device = torch.device(device)
         if device.type == "cuda":
-            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            x, y = (x.pin_memory().to(device, non_blocking=True),
+                    y.pin_memory().to(device, non_blocking=True))
         else:
             x, y = x.to(device), y.to(device)
     return x, y
 
 # %% ../nbs/03_dataloader.ipynb #37b89dfa
-def sinusoidal_positions(n_positions: int, d_model: int, base: float = 10_000.0) -> Tensor:
-    "The fixed position encodings of Vaswani et al. (2017), shape `(n_positions, d_model)`; `d_model` must be even."
-    if d_model < 2 or d_model % 2: raise ValueError(f"d_model must be a positive even number, got {d_model}")
+def sinusoidal_positions(n_positions: int, d_model: int,
+                         base: float = 10_000.0) -> Tensor:
+    """The fixed position encodings of Vaswani et al. (2017), shape `(n_positions,
+    d_model)`; `d_model` must be even."""
+    if d_model < 2 or d_model % 2:
+        raise ValueError(f"d_model must be a positive even number, got {d_model}")
     pos = torch.arange(n_positions, dtype=torch.float64)[:, None]
     freq = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
     pe = torch.empty(n_positions, d_model, dtype=torch.float64)
@@ -332,25 +412,34 @@ def sinusoidal_positions(n_positions: int, d_model: int, base: float = 10_000.0)
     return pe.float()
 
 class TokenPositionEmbedding(nn.Module):
-    """Token embedding `tok` plus positions, then dropout. `positions`: 'learned' (a table `pos`, as in GPT-2),
-    'sinusoidal' (fixed, as in the original transformer) or 'none' (tokens only: rotary positions act inside attention).
-    The tables keep `nn.Embedding`'s own initialisation; a model that wants another applies it itself."""
+    """Token embedding `tok` plus positions, then dropout. `positions`: 'learned' (a
+    table `pos`, as in GPT-2),
+    'sinusoidal' (fixed, as in the original transformer) or 'none' (tokens only: rotary
+    positions act inside attention).
+    The tables keep `nn.Embedding`'s own initialisation; a model that wants another
+    applies it itself."""
     POSITIONS = ("learned", "sinusoidal", "none")
 
-    def __init__(self, vocab_size: int, d_model: int, block_size: int, positions: str = "learned", dropout: float = 0.0):
+    def __init__(self, vocab_size: int, d_model: int, block_size: int,
+                 positions: str = "learned", dropout: float = 0.0):
         super().__init__()
         if positions not in self.POSITIONS:
-            raise ValueError(f"positions must be one of {self.POSITIONS}, got {positions!r}")
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(
+                f"positions must be one of {self.POSITIONS}, got {positions!r}")
+        if (isinstance(block_size, bool) or not isinstance(
+            block_size, (int, np.integer)) or block_size < 1):
             raise ValueError(f"block_size must be a positive int, got {block_size!r}")
         self.block_size, self.positions = int(block_size), positions
         self.tok = nn.Embedding(vocab_size, d_model)
         if positions == "learned": self.pos = nn.Embedding(block_size, d_model)
-        elif positions == "sinusoidal": self.register_buffer("pe", sinusoidal_positions(block_size, d_model), persistent=False)
+        elif positions == "sinusoidal":
+            self.register_buffer("pe", sinusoidal_positions(block_size, d_model),
+                                 persistent=False)
         self.drop = nn.Dropout(dropout)
 
     def position(self, T: int) -> Tensor | None:
-        "The `(T, d_model)` position vectors that are added to the token embeddings (None for `positions='none'`)."
+        """The `(T, d_model)` position vectors that are added to the token embeddings
+        (None for `positions='none'`)."""
         if self.positions == "learned": return self.pos.weight[:T]
         if self.positions == "sinusoidal": return self.pe[:T]
         return None
@@ -358,6 +447,8 @@ class TokenPositionEmbedding(nn.Module):
     def forward(self, idx: Tensor) -> Tensor:
         T = idx.shape[-1]
         if T > self.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.block_size}; crop the input")
+            raise ValueError(
+                f"sequence of {T} tokens is longer than block_size={self.block_size}; "
+                f"crop the input")
         x, p = self.tok(idx), self.position(T)
         return self.drop(x if p is None else x + p)

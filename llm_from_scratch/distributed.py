@@ -30,8 +30,10 @@ from .core import UserError, get_device
 from .model import GPT, Block, GPTConfig
 from .train import AdamW, lm_loss, param_groups
 
-# one tensor in, one out; torch 2.13 renamed these two collectives (older releases know only the old names)
-reduce_scatter_single = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+# one tensor in, one out; torch 2.13 renamed these two collectives (older releases know
+# only the old names)
+reduce_scatter_single = getattr(dist, "reduce_scatter_single",
+                                dist.reduce_scatter_tensor)
 all_gather_single = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
 
 # %% auto #0
@@ -45,21 +47,27 @@ __all__ = ['reduce_scatter_single', 'all_gather_single', 'COMM', 'free_port', 'i
 
 # %% ../nbs/08_distributed.ipynb #815b64ae
 def free_port() -> int:
-    "A TCP port that is free on this machine now (the OS picks it), for one launch's rendezvous."
+    """A TCP port that is free on this machine now (the OS picks it), for one launch's
+    rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 def init_process(rank: int, world: int, port: int, timeout_s: float = 60.0) -> None:
-    """Join a gloo process group of `world` processes on this machine as `rank`. Every collective that waits longer
+    """Join a gloo process group of `world` processes on this machine as `rank`. Every
+    collective that waits longer
     than `timeout_s` (a rank died or hangs) raises instead of waiting for ever."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world))
+    dist.init_process_group("gloo", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout_s))
 
-def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any, results: Any, log: str) -> None:
+def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any,
+            results: Any, log: str) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(fd, 1); os.dup2(fd, 2)                  # the workers' own output goes to a log, not into the notebook
-    torch.set_num_threads(1)                        # the ranks share the machine's cores
+    # the workers' own output goes to a log, not into the notebook
+    os.dup2(fd, 1); os.dup2(fd, 2)
+    torch.set_num_threads(1)  # the ranks share the machine's cores
     init_process(rank, world, port, timeout_s)
     try:
         while (task := tasks.get()) is not None:
@@ -67,30 +75,38 @@ def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any, resu
             try:
                 buf = io.BytesIO(); torch.save(fn(*args), buf)
                 results.put((rank, True, buf.getvalue()))
-            except Exception as e:                  # reported to the parent, which stops the cluster
-                results.put((rank, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-            gc.collect()                            # free what the task left in reference cycles (FSDP's hooks)
+            except Exception as e:  # reported to the parent, which stops the cluster
+                results.put(
+                    (rank, False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            gc.collect()  # free what the task left in reference cycles (FSDP's hooks)
     finally:
         dist.destroy_process_group()
 
 # %% ../nbs/08_distributed.ipynb #128d2f5e
 class Cluster:
-    """`nproc` worker processes on this machine, started once (spawned, so a worker imports the package afresh) and
-    joined in one gloo process group. `run(fn, *args)` calls `fn(*args)` on every rank and returns their results in
-    rank order; `fn` must be importable from the package. A rank that raises, dies or hangs past `timeout_s` stops
-    the cluster with a RuntimeError naming it; what the workers print goes to the file `self.log`."""
+    """`nproc` worker processes on this machine, started once (spawned, so a worker
+    imports the package afresh) and
+    joined in one gloo process group. `run(fn, *args)` calls `fn(*args)` on every rank
+    and returns their results in
+    rank order; `fn` must be importable from the package. A rank that raises, dies or
+    hangs past `timeout_s` stops
+    the cluster with a RuntimeError naming it; what the workers print goes to the file
+    `self.log`."""
     def __init__(self, nproc: int, timeout_s: float = 60.0):
-        if not isinstance(nproc, int) or nproc < 1: raise ValueError(f"nproc must be a positive int, got {nproc!r}")
+        if not isinstance(nproc, int) or nproc < 1:
+            raise ValueError(f"nproc must be a positive int, got {nproc!r}")
         ctx = mp.get_context("spawn")
         self.nproc, self.timeout_s, self.port = nproc, timeout_s, free_port()
-        self.log = os.path.join(tempfile.gettempdir(), f"llmfs-cluster-{os.getpid()}-{self.port}.log")
+        self.log = os.path.join(tempfile.gettempdir(),
+                                f"llmfs-cluster-{os.getpid()}-{self.port}.log")
         self.results, self.tasks = ctx.Queue(), [ctx.Queue() for _ in range(nproc)]
         self.procs = [ctx.Process(target=_worker, daemon=True,
-                                  args=(r, nproc, self.port, timeout_s, self.tasks[r], self.results, self.log))
-                      for r in range(nproc)]
+                                  args=(r, nproc, self.port, timeout_s, self.tasks[r],
+                                        self.results, self.log)) for r in range(nproc)]
         saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"   # workers' large tensors come from and go back to the OS,
-        try:                                             # so their resident size rises and falls with what they hold
+        # workers' large tensors come from and go back to the OS,
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        try:  # so their resident size rises and falls with what they hold
             for p in self.procs: p.start()
         finally:
             if saved is None: os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
@@ -98,9 +114,11 @@ class Cluster:
 
     def run(self, fn: Callable, *args: Any) -> list[Any]:
         "`fn(*args)` on every rank; the list of what each rank returned."
-        if not self.procs: raise RuntimeError("this cluster was closed; start a new one")
+        if not self.procs:
+            raise RuntimeError("this cluster was closed; start a new one")
         for q in self.tasks: q.put((fn, args))
-        out, errors, pending, give_up = [None] * self.nproc, {}, set(range(self.nproc)), None
+        out, errors, pending, give_up = ([None] * self.nproc, {},
+                                         set(range(self.nproc)), None)
         while pending:
             try: rank, ok, payload = self.results.get(timeout=0.2)
             except queue.Empty:
@@ -108,15 +126,18 @@ class Cluster:
                 if dead:
                     code = self.procs[dead[0]].exitcode
                     self.close()
-                    raise RuntimeError(f"rank {dead[0]} died (exit code {code}) during {fn.__name__}; "
-                                       f"the other ranks were stopped (their output: {self.log})") from None
+                    raise RuntimeError(
+                        f"rank {dead[0]} died (exit code {code}) during {fn.__name__}; "
+                        f"the other ranks were stopped (their output: {self.log})"
+                    ) from None
                 if give_up is not None and time.monotonic() > give_up: break
                 continue
             pending.discard(rank)
             if ok: out[rank] = torch.load(io.BytesIO(payload), weights_only=False)
             else:
                 errors[rank] = payload
-                give_up = give_up or time.monotonic() + self.timeout_s + 10   # the others fail at their timeout
+                # the others fail at their timeout
+                give_up = give_up or time.monotonic() + self.timeout_s + 10
         if errors or pending:
             self.close()
             r = min(errors) if errors else min(pending)
@@ -143,34 +164,40 @@ def whoami() -> tuple[int, int]:
 
 # %% ../nbs/08_distributed.ipynb #f2da2014
 def collectives_demo() -> dict[str, torch.Tensor]:
-    "What this rank holds after each collective, starting from [10 r, 10 r + 1, ...] (one element per rank)."
+    """What this rank holds after each collective, starting from [10 r, 10 r + 1, ...]
+    (one element per rank)."""
     r, n = dist.get_rank(), dist.get_world_size()
     x = torch.arange(n, dtype=torch.float32) + 10 * r
-    b = x.clone(); dist.broadcast(b, src=0)                       # everyone gets rank 0's tensor
-    s = x.clone(); dist.all_reduce(s)                             # everyone gets the elementwise sum
-    rs = torch.empty(1); reduce_scatter_single(rs, x)        # rank r gets element r of the sum
-    ag = torch.empty(n * n); all_gather_single(ag, x)   # everyone gets every rank's tensor, in rank order
-    return {"input": x, "broadcast (from 0)": b, "all-reduce (sum)": s, "reduce-scatter (sum)": rs, "all-gather": ag}
+    b = x.clone(); dist.broadcast(b, src=0)  # everyone gets rank 0's tensor
+    s = x.clone(); dist.all_reduce(s)  # everyone gets the elementwise sum
+    # rank r gets element r of the sum
+    rs = torch.empty(1); reduce_scatter_single(rs, x)
+    # everyone gets every rank's tensor, in rank order
+    ag = torch.empty(n * n); all_gather_single(ag, x)
+    return {"input": x, "broadcast (from 0)": b, "all-reduce (sum)": s,
+            "reduce-scatter (sum)": rs, "all-gather": ag}
 
 # %% ../nbs/08_distributed.ipynb #a22d6943
 def ring_all_reduce(t: torch.Tensor) -> int:
-    """Sum `t` (contiguous) over all ranks in place with a ring of point-to-point messages: N - 1 steps of
-    reduce-scatter, then N - 1 steps of all-gather. Returns the bytes this rank sent, counted at each send."""
+    """Sum `t` (contiguous) over all ranks in place with a ring of point-to-point
+    messages: N - 1 steps of
+    reduce-scatter, then N - 1 steps of all-gather. Returns the bytes this rank sent,
+    counted at each send."""
     r, n = dist.get_rank(), dist.get_world_size()
-    chunks = t.view(-1).tensor_split(n)                  # N views of t; chunk c travels round the ring
+    chunks = t.view(-1).tensor_split(n)  # N views of t; chunk c travels round the ring
     right, left, sent = (r + 1) % n, (r - 1) % n, 0
     def exchange(send: torch.Tensor, recv_into: torch.Tensor) -> torch.Tensor:
         nonlocal sent
         buf = torch.empty_like(recv_into)
-        req = dist.isend(send, right)                    # to the right neighbour, while we ...
+        req = dist.isend(send, right)  # to the right neighbour, while we ...
         dist.recv(buf, left)                             # ... receive from the left one
         req.wait()
         sent += send.numel() * send.element_size()
         return buf
-    for s in range(n - 1):                               # reduce-scatter: add what arrives to our partial sum
+    for s in range(n - 1):  # reduce-scatter: add what arrives to our partial sum
         c_out, c_in = (r - s) % n, (r - s - 1) % n
         chunks[c_in].add_(exchange(chunks[c_out], chunks[c_in]))
-    for s in range(n - 1):                               # rank r now has the full sum of chunk r + 1: pass sums on
+    for s in range(n - 1):  # rank r now has the full sum of chunk r + 1: pass sums on
         c_out, c_in = (r + 1 - s) % n, (r - s) % n
         chunks[c_in].copy_(exchange(chunks[c_out], chunks[c_in]))
     return sent
@@ -181,26 +208,34 @@ def ring_bytes(nbytes: int, n: int) -> float:
 
 # %% ../nbs/08_distributed.ipynb #f8b1b853
 def ring_check(numels: list[int], seed: int = 0) -> list[dict[str, Any]]:
-    """For each size: the ring all-reduce against `dist.all_reduce` on the same random float32 tensor (bitwise equal, and
-    within the rounding bound 2 gamma_(N-1) sum_r |x_r| of two summation orders), and the bytes this rank sent."""
+    """For each size: the ring all-reduce against `dist.all_reduce` on the same random
+    float32 tensor (bitwise equal, and
+    within the rounding bound 2 gamma_(N-1) sum_r |x_r| of two summation orders), and
+    the bytes this rank sent."""
     r, n = dist.get_rank(), dist.get_world_size()
     out = []
     for numel in numels:
-        x = torch.randn(numel, generator=torch.Generator().manual_seed(seed + 1000 * r + numel))
+        x = torch.randn(numel, generator=torch.Generator().manual_seed(
+            seed + 1000 * r + numel))
         mine, ref = x.clone(), x.clone()
         sent = ring_all_reduce(mine)
         dist.all_reduce(ref)
         xs = torch.empty(n * numel); all_gather_single(xs, x)
-        gamma = (n - 1) * 2.0**-24 / (1 - (n - 1) * 2.0**-24)     # float32: any order is within gamma sum|x_r|
-        ok = ((mine - ref).abs() <= 2 * gamma * xs.view(n, -1).abs().sum(0)).all().item()
-        out.append({"numel": numel, "bytes": x.numel() * 4, "sent": sent, "equal": torch.equal(mine, ref),
+        # float32: any order is within gamma sum|x_r|
+        gamma = (n - 1) * 2.0**-24 / (1 - (n - 1) * 2.0**-24)
+        ok = ((mine - ref).abs() <= 2 * gamma
+              * xs.view(n, -1).abs().sum(0)).all().item()
+        out.append({"numel": numel, "bytes": x.numel() * 4, "sent": sent,
+                    "equal": torch.equal(mine, ref),
                     "max_diff": (mine - ref).abs().max().item(), "within_bound": ok})
     return out
 
 # %% ../nbs/08_distributed.ipynb #24fa2177
 def collective_payloads(fn: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
-    """Run `fn()` under the torch profiler; return its result and, per collective kind (all_reduce, all_gather, ...),
-    the number of elements handed to gloo, read from the profiler's record of each call (its input shapes)."""
+    """Run `fn()` under the torch profiler; return its result and, per collective kind
+    (all_reduce, all_gather, ...),
+    the number of elements handed to gloo, read from the profiler's record of each call
+    (its input shapes)."""
     from torch.profiler import profile
     with profile(record_shapes=True) as prof: res = fn()
     sizes: dict[str, int] = {}
@@ -211,12 +246,17 @@ def collective_payloads(fn: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
     return res, sizes
 
 # %% ../nbs/08_distributed.ipynb #880e0a75
-def toy_config(n_embd: int = 32, n_layer: int = 2, vocab_size: int = 64, block_size: int = 16) -> GPTConfig:
-    "A small GPT for the equality experiments (no dropout: every rank must compute the same thing)."
-    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=4, n_embd=n_embd)
+def toy_config(n_embd: int = 32, n_layer: int = 2, vocab_size: int = 64,
+               block_size: int = 16) -> GPTConfig:
+    """A small GPT for the equality experiments (no dropout: every rank must compute the
+    same thing)."""
+    return GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
+                     n_head=4, n_embd=n_embd)
 
-def toy_batch(step: int, batch: int, cfg: GPTConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "The global batch of step `step`: the same random token windows on every rank and in the single process."
+def toy_batch(step: int, batch: int, cfg: GPTConfig,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global batch of step `step`: the same random token windows on every rank and
+    in the single process."""
     g = torch.Generator().manual_seed(seed * 100_003 + step)
     rows = torch.randint(cfg.vocab_size, (batch, cfg.block_size + 1), generator=g)
     return rows[:, :-1], rows[:, 1:]
@@ -231,17 +271,21 @@ def toy_optimizer(model: nn.Module, lr: float = 1e-2) -> AdamW:
     return AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
 
 # %% ../nbs/08_distributed.ipynb #7896a81a
-def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1, seed: int = 0,
+def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1,
+                   seed: int = 0,
                    lr: float = 1e-2) -> dict[str, torch.Tensor]:
-    """The reference: `steps` AdamW steps on the global batch in one process. With `pieces` > 1 each step backpropagates
-    the mean loss of each of `pieces` equal slices in turn (their gradients add up in slice order) and divides the sum
-    by `pieces`: the arithmetic of `pieces` data-parallel ranks, in one process. Returns the final weights."""
+    """The reference: `steps` AdamW steps on the global batch in one process. With
+    `pieces` > 1 each step backpropagates
+    the mean loss of each of `pieces` equal slices in turn (their gradients add up in
+    slice order) and divides the sum
+    by `pieces`: the arithmetic of `pieces` data-parallel ranks, in one process. Returns
+    the final weights."""
     model = toy_model(cfg, seed)
     opt = toy_optimizer(model, lr)
     for step in range(steps):
         x, y = toy_batch(step, batch, cfg, seed)
         for xs, ys in zip(x.chunk(pieces), y.chunk(pieces)):
-            lm_loss(model(xs), ys).backward()            # .grad += this slice's gradient
+            lm_loss(model(xs), ys).backward()  # .grad += this slice's gradient
         for p in model.parameters(): p.grad.div_(pieces)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -249,7 +293,8 @@ def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1, seed
 
 # %% ../nbs/08_distributed.ipynb #4906565d
 def allreduce_gradients(model: nn.Module) -> None:
-    "Naive data parallelism: after backward, replace every gradient by its mean over the ranks, one tensor at a time."
+    """Naive data parallelism: after backward, replace every gradient by its mean over
+    the ranks, one tensor at a time."""
     n = dist.get_world_size()
     for p in model.parameters():
         if p.grad is not None:
@@ -258,15 +303,20 @@ def allreduce_gradients(model: nn.Module) -> None:
 
 # %% ../nbs/08_distributed.ipynb #bfcf7735
 class BucketedAllReduce:
-    """Data parallelism that overlaps communication with backward: gradients are copied into flat buckets of about
-    `bucket_bytes` as autograd produces them (last layers first), and a bucket's all-reduce starts, asynchronously, the
-    moment its last gradient arrives. `wait()` finishes them and writes the means back into `.grad`."""
+    """Data parallelism that overlaps communication with backward: gradients are copied
+    into flat buckets of about
+    `bucket_bytes` as autograd produces them (last layers first), and a bucket's
+    all-reduce starts, asynchronously, the
+    moment its last gradient arrives. `wait()` finishes them and writes the means back
+    into `.grad`."""
     def __init__(self, model: nn.Module, bucket_bytes: int = 2**16):
         self.n = dist.get_world_size()
-        params = [p for p in model.parameters() if p.requires_grad][::-1]     # backward meets them about in reverse
+        # backward meets them about in reverse
+        params = [p for p in model.parameters() if p.requires_grad][::-1]
         self.buckets: list[list[nn.Parameter]] = [[]]
         for p in params:
-            if self.buckets[-1] and sum(q.numel() * 4 for q in self.buckets[-1]) + p.numel() * 4 > bucket_bytes:
+            if (self.buckets[-1] and sum(q.numel() * 4 for q in self.buckets[-1])
+                    + p.numel() * 4 > bucket_bytes):
                 self.buckets.append([])
             self.buckets[-1].append(p)
         self.where = {p: i for i, b in enumerate(self.buckets) for p in b}
@@ -275,20 +325,24 @@ class BucketedAllReduce:
         self.ready, self.works, self.launched_at = [0] * len(self.buckets), [], []
         for p in params: p.register_post_accumulate_grad_hook(self._hook)
 
-    def _hook(self, p: torch.Tensor) -> None:            # called by autograd once p.grad is complete
+    # called by autograd once p.grad is complete
+    def _hook(self, p: torch.Tensor) -> None:
         i, o = self.where[p], self.offsets[p]
         self.flat[i][o:o + p.numel()].copy_(p.grad.view(-1))
         self.ready[i] += 1
-        if self.ready[i] == len(self.buckets[i]):          # bucket complete: start its all-reduce, don't wait
+        # bucket complete: start its all-reduce, don't wait
+        if self.ready[i] == len(self.buckets[i]):
             self.works.append(dist.all_reduce(self.flat[i], async_op=True))
             self.launched_at.append(time.perf_counter())
 
     def wait(self) -> None:
-        "Wait for every bucket's all-reduce and put the mean gradients back into `.grad`."
+        """Wait for every bucket's all-reduce and put the mean gradients back into
+        `.grad`."""
         for w in self.works: w.wait()
         for b, flat in zip(self.buckets, self.flat):
             flat.div_(self.n)
-            for p, o in zip(b, _offsets(b)): p.grad.copy_(flat[o:o + p.numel()].view_as(p))
+            for p, o in zip(b, _offsets(b)):
+                p.grad.copy_(flat[o:o + p.numel()].view_as(p))
         self.ready, self.works = [0] * len(self.buckets), []
 
 def _offsets(ps: list[torch.Tensor]) -> list[int]:
@@ -297,13 +351,19 @@ def _offsets(ps: list[torch.Tensor]) -> list[int]:
     return out
 
 # %% ../nbs/08_distributed.ipynb #5867778e
-def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, lr: float = 1e-2,
+def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0,
+                  lr: float = 1e-2,
                   bucket_bytes: int = 2**16) -> dict[str, Any]:
-    """Run on every rank: `steps` AdamW steps, each rank on its 1/N slice of the global batch, the gradients averaged
-    by `method` ('naive', 'bucketed' or 'ddp'). Returns the final weights, the elements handed to gloo in the last step (from
-    the profiler) and, for 'bucketed', when each bucket's all-reduce started, as a fraction of the backward pass."""
+    """Run on every rank: `steps` AdamW steps, each rank on its 1/N slice of the global
+    batch, the gradients averaged
+    by `method` ('naive', 'bucketed' or 'ddp'). Returns the final weights, the elements
+    handed to gloo in the last step (from
+    the profiler) and, for 'bucketed', when each bucket's all-reduce started, as a
+    fraction of the backward pass."""
     r, n = dist.get_rank(), dist.get_world_size()
-    if batch % n: raise UserError(f"the global batch of {batch} cannot be split over {n} ranks", "use a multiple", code=2)
+    if batch % n:
+        raise UserError(f"the global batch of {batch} cannot be split over {n} ranks",
+                        "use a multiple", code=2)
     model = toy_model(cfg, seed)
     net, sync = model, None
     if method == "ddp":
@@ -326,17 +386,22 @@ def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int
             sync.launched_at = []
             sync.wait()
             return at
-        starts, payload = collective_payloads(one_step) if step == steps - 1 else (one_step(), payload)
+        starts, payload = (collective_payloads(one_step) if step == steps - 1
+                           else (one_step(), payload))
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "payload": payload,
-            "bucket_starts": starts}
+    return {"weights": {k: v.clone() for k, v in model.state_dict().items()},
+            "payload": payload, "bucket_starts": starts}
 
 # %% ../nbs/08_distributed.ipynb #4dd851af
-def summation_order_check(cfg: GPTConfig, batch: int, seed: int = 0) -> dict[str, float]:
-    """Run on every rank: the first step's gradients averaged by gloo's all-reduce against the sum in rank order
-    ((g0 + g1) + g2) + ... that one process accumulating the slices computes. Returns the largest difference and the
-    smallest ratio of the bound 2 gamma_(N-1) sum_r |g_r| to the difference (>= 1: within the bound)."""
+def summation_order_check(cfg: GPTConfig, batch: int,
+                          seed: int = 0) -> dict[str, float]:
+    """Run on every rank: the first step's gradients averaged by gloo's all-reduce
+    against the sum in rank order
+    ((g0 + g1) + g2) + ... that one process accumulating the slices computes. Returns
+    the largest difference and the
+    smallest ratio of the bound 2 gamma_(N-1) sum_r |g_r| to the difference (>= 1:
+    within the bound)."""
     r, n = dist.get_rank(), dist.get_world_size()
     model = toy_model(cfg, seed)
     x, y = toy_batch(0, batch, cfg, seed)
@@ -345,75 +410,90 @@ def summation_order_check(cfg: GPTConfig, batch: int, seed: int = 0) -> dict[str
     everyone = torch.empty(n * g.numel()); all_gather_single(everyone, g)
     gs = everyone.view(n, -1)
     in_order = gs[0].clone()
-    for k in range(1, n): in_order += gs[k]                  # the single process's order
+    for k in range(1, n): in_order += gs[k]  # the single process's order
     by_gloo = g.clone(); dist.all_reduce(by_gloo)            # gloo's order
     u = 2.0 ** -24                                            # float32's unit roundoff
     gamma = (n - 1) * u / (1 - (n - 1) * u)
     bound = 2 * gamma * gs.abs().sum(0)
     diff = (by_gloo - in_order).abs()
-    slack = (bound[diff > 0] / diff[diff > 0]).min().item() if (diff > 0).any() else float("inf")
-    return {"max_diff": diff.max().item(), "differ": int((diff > 0).sum()), "of": diff.numel(), "slack": slack}
+    slack = ((bound[diff > 0] / diff[diff > 0]).min().item() if (diff > 0).any()
+             else float("inf"))
+    return {"max_diff": diff.max().item(), "differ": int((diff > 0).sum()),
+            "of": diff.numel(), "slack": slack}
 
 # %% ../nbs/08_distributed.ipynb #2f05a7ae
 class ZeRO1:
-    """A ZeRO stage-1 optimiser: every rank keeps the whole model and its gradients, but AdamW's moments only for its
-    1/N of the parameters. The parameters and gradients live in two flat buffers (the model's tensors become views of
-    them); `step()` reduce-scatters the gradients (each rank receives the sum of its shard), updates its shard with
+    """A ZeRO stage-1 optimiser: every rank keeps the whole model and its gradients, but
+    AdamW's moments only for its
+    1/N of the parameters. The parameters and gradients live in two flat buffers (the
+    model's tensors become views of
+    them); `step()` reduce-scatters the gradients (each rank receives the sum of its
+    shard), updates its shard with
     chapter 6's AdamW, and all-gathers the updated shards."""
     def __init__(self, model: nn.Module, lr: float = 1e-2, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95)):
         self.r, self.n = dist.get_rank(), dist.get_world_size()
         self.params = [p for p in model.parameters() if p.requires_grad]
         total = sum(p.numel() for p in self.params)
-        self.size = -(-total // self.n)                           # shard length (the last shard is padded)
-        self.flat = torch.zeros(self.size * self.n)               # all parameters, end to end
-        self.grad = torch.zeros(self.size * self.n)               # all gradients, end to end
-        lo, hi = self.r * self.size, (self.r + 1) * self.size     # this rank's shard of both
+        self.size = -(-total // self.n)  # shard length (the last shard is padded)
+        self.flat = torch.zeros(self.size * self.n)  # all parameters, end to end
+        self.grad = torch.zeros(self.size * self.n)  # all gradients, end to end
+        # this rank's shard of both
+        lo, hi = self.r * self.size, (self.r + 1) * self.size
         groups, o = {0.0: [], weight_decay: []}, 0
         for p in self.params:
             k = p.numel()
             self.flat[o:o + k].copy_(p.detach().view(-1))
-            p.data = self.flat[o:o + k].view_as(p)                # the model reads the flat buffer
-            p.grad = self.grad[o:o + k].view_as(p)                # backward adds into the flat buffer
+            p.data = self.flat[o:o + k].view_as(p)  # the model reads the flat buffer
+            p.grad = self.grad[o:o + k].view_as(p)  # backward adds into the flat buffer
             a, b = max(o, lo), min(o + k, hi)
-            if a < b:                                             # the part of p this rank updates
+            if a < b:  # the part of p this rank updates
                 piece = self.flat[a:b]
                 piece.grad = self.grad[a:b]
                 groups[weight_decay if p.dim() >= 2 else 0.0].append(piece)
             o += k
         self.shard, self.grad_shard = self.flat[lo:hi], torch.empty(self.size)
-        self.opt = AdamW([{"params": ps, "weight_decay": wd} for wd, ps in groups.items() if ps], lr=lr, betas=betas)
+        self.opt = AdamW([{"params": ps, "weight_decay": wd}
+                          for wd, ps in groups.items() if ps], lr=lr, betas=betas)
 
     @torch.no_grad()
     def step(self) -> None:
         lo, hi = self.r * self.size, (self.r + 1) * self.size
-        reduce_scatter_single(self.grad_shard, self.grad)    # sum of this rank's shard over the ranks
-        self.grad[lo:hi].copy_(self.grad_shard).div_(self.n)      # the mean, where the pieces' .grad look
-        self.opt.step()                                           # AdamW on this rank's 1/N only
-        all_gather_single(self.flat, self.shard.clone())   # every rank gets every updated shard
+        # sum of this rank's shard over the ranks
+        reduce_scatter_single(self.grad_shard, self.grad)
+        # the mean, where the pieces' .grad look
+        self.grad[lo:hi].copy_(self.grad_shard).div_(self.n)
+        self.opt.step()  # AdamW on this rank's 1/N only
+        # every rank gets every updated shard
+        all_gather_single(self.flat, self.shard.clone())
 
     def zero_grad(self) -> None:
         self.grad.zero_()
 
 # %% ../nbs/08_distributed.ipynb #4c14f2ef
 def held_bytes(model: nn.Module, opt: Any) -> dict[str, int]:
-    """Bytes of parameters, gradients and optimiser state this rank holds (a sharded DTensor counts its local shard;
+    """Bytes of parameters, gradients and optimiser state this rank holds (a sharded
+    DTensor counts its local shard;
     ZeRO-1's flat buffers count once)."""
-    def local(t: torch.Tensor) -> torch.Tensor: return t.to_local() if hasattr(t, "to_local") else t
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t.to_local() if hasattr(t, "to_local") else t
     if isinstance(opt, ZeRO1):
         params, grads, inner = opt.flat.nbytes, opt.grad.nbytes, opt.opt
     else:
         params = sum(local(p).nbytes for p in model.parameters())
-        grads = sum(local(p.grad).nbytes for p in model.parameters() if p.grad is not None)
+        grads = sum(local(p.grad).nbytes for p in model.parameters()
+                    if p.grad is not None)
         inner = opt
-    state = sum(local(v).nbytes for st in inner.state.values() for v in st.values() if isinstance(v, torch.Tensor))
+    state = sum(local(v).nbytes for st in inner.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor))
     return {"parameters": params, "gradients": grads, "optimizer": state}
 
 class PeakRSS:
-    "The largest resident set size of this process inside the `with` block, above its size on entry (sampled every ms)."
+    """The largest resident set size of this process inside the `with` block, above its
+    size on entry (sampled every ms)."""
     def __enter__(self) -> "PeakRSS":
-        gc.collect()                                              # what earlier work left in cycles is not ours,
-        _trim()                                                   # nor memory the C allocator kept after freeing it
+        gc.collect()  # what earlier work left in cycles is not ours,
+        _trim()  # nor memory the C allocator kept after freeing it
         self.base = self.peak = _rss(); self._stop = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True); self._t.start()
         return self
@@ -427,22 +507,29 @@ class PeakRSS:
 def _trim() -> None:
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6").malloc_trim(0)                   # glibc: give free heap pages back to the OS
+        # glibc: give free heap pages back to the OS
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError): pass
 
 def _rss() -> int:
     try:
-        with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:                                               # not Linux: the lifetime peak is the best we have
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the lifetime peak is the best we have
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 # %% ../nbs/08_distributed.ipynb #c96cf97b
-def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, lr: float = 1e-2) -> dict[str, Any]:
-    """Run on every rank: like `data_parallel`, with the optimiser state sharded by `method`: 'zero1' (this chapter's
-    ZeRO1), 'fsdp2' (torch's `fully_shard` on each block and the whole model), or, for comparison, 'replicated'
-    (naive data parallelism) or 'ddp'. Returns the final (full) weights, the bytes held, the peak RSS above the start
-    over every step but the last, and the elements handed to gloo in the last step (profiled)."""
+def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0,
+            lr: float = 1e-2) -> dict[str, Any]:
+    """Run on every rank: like `data_parallel`, with the optimiser state sharded by
+    `method`: 'zero1' (this chapter's
+    ZeRO1), 'fsdp2' (torch's `fully_shard` on each block and the whole model), or, for
+    comparison, 'replicated'
+    (naive data parallelism) or 'ddp'. Returns the final (full) weights, the bytes held,
+    the peak RSS above the start
+    over every step but the last, and the elements handed to gloo in the last step
+    (profiled)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
@@ -454,12 +541,14 @@ def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, 
             net = model
         elif method == "fsdp2":
             mesh = init_device_mesh("cpu", (n,))
-            for b in model.blocks: fully_shard(b, mesh=mesh)      # each block's parameters: one all-gather unit
-            fully_shard(model, mesh=mesh)                         # the rest (embedding = tied head, final norm)
+            # each block's parameters: one all-gather unit
+            for b in model.blocks: fully_shard(b, mesh=mesh)
+            # the rest (embedding = tied head, final norm)
+            fully_shard(model, mesh=mesh)
             net, opt = model, toy_optimizer(model, lr)
         elif method == "ddp":
             net, opt = DistributedDataParallel(model), toy_optimizer(model, lr)
-        elif method == "replicated":                              # nothing sharded: naive data parallelism
+        elif method == "replicated":  # nothing sharded: naive data parallelism
             net, opt = model, toy_optimizer(model, lr)
         else: raise ValueError(f"unknown sharding method {method!r}")
         def one_step(step: int) -> dict[str, int]:
@@ -467,114 +556,154 @@ def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0, 
             lm_loss(net(x.chunk(n)[r]), y.chunk(n)[r]).backward()
             if method == "replicated": allreduce_gradients(model)
             opt.step()
-            held = held_bytes(model, opt)                         # gradients still there: the most held
+            held = held_bytes(model, opt)  # gradients still there: the most held
             opt.zero_grad() if method == "zero1" else opt.zero_grad(set_to_none=True)
             return held
         for step in range(steps - 1): one_step(step)
-    held, payload = collective_payloads(lambda: one_step(steps - 1))   # the profiler's memory is not the method's
-    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).clone() for k, v in model.state_dict().items()}
+    # the profiler's memory is not the method's
+    held, payload = collective_payloads(lambda: one_step(steps - 1))
+    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).clone()
+            for k, v in model.state_dict().items()}
     return {"weights": full, "held": held, "peak_rss": rss.extra, "payload": payload,
             "params": sum(p.numel() for p in toy_model(cfg, seed).parameters())}
 
 # %% ../nbs/08_distributed.ipynb #3f4e1384
 def memory_formula(n_params: int, nproc: int, method: str) -> dict[str, float]:
-    """Bytes per rank of float32 parameters, gradients and AdamW's two moments for `n_params` parameters on `nproc`
-    ranks: replicated (and DDP) keep 4P + 4P + 8P, ZeRO-1 shards the 8P, FSDP2 (ZeRO-3) shards all three."""
+    """Bytes per rank of float32 parameters, gradients and AdamW's two moments for
+    `n_params` parameters on `nproc`
+    ranks: replicated (and DDP) keep 4P + 4P + 8P, ZeRO-1 shards the 8P, FSDP2 (ZeRO-3)
+    shards all three."""
     P, N = n_params, nproc
-    share = {"replicated": (1, 1, 1), "ddp": (1, 1, 1), "zero1": (1, 1, 1 / N), "fsdp2": (1 / N, 1 / N, 1 / N)}[method]
-    return {"parameters": 4 * P * share[0], "gradients": 4 * P * share[1], "optimizer": 8 * P * share[2]}
+    share = {"replicated": (1, 1, 1), "ddp": (1, 1, 1), "zero1": (1, 1, 1 / N),
+             "fsdp2": (1 / N, 1 / N, 1 / N)}[method]
+    return {"parameters": 4 * P * share[0], "gradients": 4 * P * share[1],
+            "optimizer": 8 * P * share[2]}
 
 # %% ../nbs/08_distributed.ipynb #0a714030
-COMM: list[tuple[str, int]] = []        # (where, bytes) of every all-reduce the tensor-parallel layers make
+# (where, bytes) of every all-reduce the tensor-parallel layers make
+COMM: list[tuple[str, int]] = []
 
 class _CopyToRanks(torch.autograd.Function):
-    "Megatron's f: the identity forward; backward, the sum over ranks of the input gradients."
+    """Megatron's f: the identity forward; backward, the sum over ranks of the input
+    gradients."""
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor: return x
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        g = g.contiguous(); COMM.append(("backward", g.nbytes)); dist.all_reduce(g); return g
+        g = g.contiguous()
+        COMM.append(("backward", g.nbytes))
+        dist.all_reduce(g)
+        return g
 
 class _SumOverRanks(torch.autograd.Function):
-    "Megatron's g: forward, the sum over ranks of the partial outputs; backward, the identity."
+    """Megatron's g: forward, the sum over ranks of the partial outputs; backward, the
+    identity."""
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous().clone(); COMM.append(("forward", x.nbytes)); dist.all_reduce(x); return x
+        x = x.contiguous().clone()
+        COMM.append(("forward", x.nbytes))
+        dist.all_reduce(x)
+        return x
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor: return g
 
 # %% ../nbs/08_distributed.ipynb #04e5d452
 class ColumnParallelLinear(nn.Module):
-    "This rank's rows `rows` of a Linear layer's weight (its output features): y_r = x W_r^T + b_r, no communication."
+    """This rank's rows `rows` of a Linear layer's weight (its output features): y_r = x
+    W_r^T + b_r, no communication."""
     def __init__(self, full: nn.Linear, rows: torch.Tensor):
         super().__init__()
         self.weight = nn.Parameter(full.weight.detach()[rows].clone())
-        self.bias = nn.Parameter(full.bias.detach()[rows].clone()) if full.bias is not None else None
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return F.linear(x, self.weight, self.bias)
+        self.bias = (nn.Parameter(full.bias.detach()[rows].clone())
+                     if full.bias is not None else None)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 class RowParallelLinear(nn.Module):
-    """This rank's columns `cols` of a Linear layer's weight (its input features): each rank multiplies its slice of the
-    input, the partial products are summed over the ranks (one all-reduce) and the bias is added once."""
+    """This rank's columns `cols` of a Linear layer's weight (its input features): each
+    rank multiplies its slice of the
+    input, the partial products are summed over the ranks (one all-reduce) and the bias
+    is added once."""
     def __init__(self, full: nn.Linear, cols: torch.Tensor):
         super().__init__()
         self.weight = nn.Parameter(full.weight.detach()[:, cols].clone())
-        self.bias = nn.Parameter(full.bias.detach().clone()) if full.bias is not None else None
+        self.bias = (nn.Parameter(full.bias.detach().clone())
+                     if full.bias is not None else None)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _SumOverRanks.apply(F.linear(x, self.weight))
         return y + self.bias if self.bias is not None else y
 
 # %% ../nbs/08_distributed.ipynb #63d27aa4
 def head_rows(n_head: int, head_dim: int, rank: int, world: int) -> torch.Tensor:
-    "Rows of the fused qkv weight that belong to this rank's heads: its queries, then its keys, then its values."
+    """Rows of the fused qkv weight that belong to this rank's heads: its queries, then
+    its keys, then its values."""
     per = n_head // world * head_dim
     d = n_head * head_dim
     mine = torch.arange(rank * per, (rank + 1) * per)
     return torch.cat([mine, d + mine, 2 * d + mine])
 
 class TensorParallelBlock(nn.Module):
-    """Chapter 5's block (GELU MLP, learned positions) split Megatron-style over the ranks: each rank computes
-    n_head / N heads and 1/N of the MLP's hidden units; the norms are replicated. One all-reduce after attention and one
+    """Chapter 5's block (GELU MLP, learned positions) split Megatron-style over the
+    ranks: each rank computes
+    n_head / N heads and 1/N of the MLP's hidden units; the norms are replicated. One
+    all-reduce after attention and one
     after the MLP in forward, and one before each in backward."""
     def __init__(self, block: Block, rank: int, world: int):
         super().__init__()
         a, d, H = block.attn, block.attn.d_model, block.attn.n_heads
         if H % world or block.mlp.fc.out_features % world:
-            raise ValueError(f"{H} heads and {block.mlp.fc.out_features} hidden units must both divide by {world} ranks")
-        if a.rotary is not None or a.q_norm is not None or not hasattr(block.mlp, "approximate"):
-            raise ValueError("this sketch splits GPT-2's block: GELU MLP, no rotary positions, no QK-norm")
-        self.norm1, self.norm2 = block.norm1, block.norm2                       # replicated
+            raise ValueError(
+                f"{H} heads and {block.mlp.fc.out_features} hidden units must both "
+                f"divide by {world} ranks")
+        if (a.rotary is not None or a.q_norm is not None
+                or not hasattr(block.mlp, "approximate")):
+            raise ValueError(
+                "this sketch splits GPT-2's block: GELU MLP, no rotary positions, no "
+                "QK-norm")
+        self.norm1, self.norm2 = block.norm1, block.norm2  # replicated
         self.h, self.hd = H // world, a.head_dim
         self.qkv = ColumnParallelLinear(a.qkv, head_rows(H, a.head_dim, rank, world))
         cols = torch.arange(rank * self.h * self.hd, (rank + 1) * self.h * self.hd)
         self.proj = RowParallelLinear(a.proj, cols)
         hid = block.mlp.fc.out_features // world
-        self.fc = ColumnParallelLinear(block.mlp.fc, torch.arange(rank * hid, (rank + 1) * hid))
-        self.fc_out = RowParallelLinear(block.mlp.proj, torch.arange(rank * hid, (rank + 1) * hid))
+        self.fc = ColumnParallelLinear(block.mlp.fc,
+                                       torch.arange(rank * hid, (rank + 1) * hid))
+        self.fc_out = RowParallelLinear(block.mlp.proj,
+                                        torch.arange(rank * hid, (rank + 1) * hid))
         self.approximate = block.mlp.approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         h = _CopyToRanks.apply(self.norm1(x))
-        q, k, v = (t.view(B, T, self.h, self.hd).transpose(1, 2) for t in self.qkv(h).chunk(3, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, -1)
-        x = x + self.proj(y)                                                    # all-reduce 1
+        q, k, v = (t.view(B, T, self.h, self.hd).transpose(1, 2)
+                   for t in self.qkv(h).chunk(3, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(
+            1, 2).reshape(B, T, -1)
+        x = x + self.proj(y)  # all-reduce 1
         h = _CopyToRanks.apply(self.norm2(x))
-        return x + self.fc_out(F.gelu(self.fc(h), approximate=self.approximate))   # all-reduce 2
+        # all-reduce 2
+        return x + self.fc_out(F.gelu(self.fc(h), approximate=self.approximate))
 
 # %% ../nbs/08_distributed.ipynb #64a8833d
-def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
-    """Run on every rank, in float64: a block and its tensor-parallel split on the same input; the largest differences
-    of output, input gradient and weight gradients (each rank's slice against the same slice of the full gradient),
+def tensor_parallel_check(cfg: GPTConfig, batch: int = 4,
+                          seed: int = 0) -> dict[str, Any]:
+    """Run on every rank, in float64: a block and its tensor-parallel split on the same
+    input; the largest differences
+    of output, input gradient and weight gradients (each rank's slice against the same
+    slice of the full gradient),
     and the bytes each all-reduce was given."""
     r, n = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(seed)
     block = Block(cfg).double()
-    x = torch.randn(batch, cfg.block_size, cfg.n_embd, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(batch, cfg.block_size, cfg.n_embd, dtype=torch.float64)     # a fixed direction to backpropagate
+    x = torch.randn(batch, cfg.block_size, cfg.n_embd, dtype=torch.float64,
+                    requires_grad=True)
+    # a fixed direction to backpropagate
+    w = torch.randn(batch, cfg.block_size, cfg.n_embd, dtype=torch.float64)
     ref = block(x)
     (ref * w).sum().backward()
     ref_out, ref_dx = ref.detach(), x.grad.clone()
-    tp, x2 = TensorParallelBlock(copy.deepcopy(block), r, n), x.detach().clone().requires_grad_()
+    tp, x2 = (TensorParallelBlock(copy.deepcopy(block), r, n),
+              x.detach().clone().requires_grad_())
     tp.zero_grad(set_to_none=True)
     COMM.clear()
     out = tp(x2)
@@ -582,22 +711,32 @@ def tensor_parallel_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict
     rows = head_rows(block.attn.n_heads, block.attn.head_dim, r, n)
     hid = cfg.hidden_dim // n
     pairs = {"qkv.weight": (tp.qkv.weight.grad, block.attn.qkv.weight.grad[rows]),
-             "proj.weight": (tp.proj.weight.grad, block.attn.proj.weight.grad[:, r * cfg.n_embd // n:(r + 1) * cfg.n_embd // n]),
-             "fc.weight": (tp.fc.weight.grad, block.mlp.fc.weight.grad[r * hid:(r + 1) * hid]),
-             "fc_out.weight": (tp.fc_out.weight.grad, block.mlp.proj.weight.grad[:, r * hid:(r + 1) * hid]),
-             "norm1.weight": (tp.norm1.weight.grad, block.norm1.weight.grad)}     # replicated: the full gradient
-    diffs = {"output": (out - ref_out).abs().max().item(), "input grad": (x2.grad - ref_dx).abs().max().item()}
+             "proj.weight": (tp.proj.weight.grad,
+                             block.attn.proj.weight.grad[:, r * cfg.n_embd // n:(
+                                 r + 1) * cfg.n_embd // n]),
+             "fc.weight": (tp.fc.weight.grad, block.mlp.fc.weight.grad[r * hid:(
+                 r + 1) * hid]),
+             "fc_out.weight": (tp.fc_out.weight.grad,
+                               block.mlp.proj.weight.grad[:, r * hid:(r + 1) * hid]),
+             # replicated: the full gradient
+             "norm1.weight": (tp.norm1.weight.grad, block.norm1.weight.grad)}
+    diffs = {"output": (out - ref_out).abs().max().item(),
+             "input grad": (x2.grad - ref_dx).abs().max().item()}
     diffs.update({k: (a - b).abs().max().item() for k, (a, b) in pairs.items()})
     return {"diffs": diffs, "scale": ref_out.abs().max().item(), "comm": list(COMM),
             "activation_bytes": batch * cfg.block_size * cfg.n_embd * 8}
 
 # %% ../nbs/08_distributed.ipynb #14e3c941
 def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
-    """Run on every rank, in float64: the same split through `torch.distributed.tensor.parallel.parallelize_module`
-    (queries, keys, values and the MLP's first layer column-wise, the two output layers row-wise) against the unsplit
-    block; largest differences of output and of the full weight gradients, and the bytes given to gloo (profiler)."""
+    """Run on every rank, in float64: the same split through
+    `torch.distributed.tensor.parallel.parallelize_module`
+    (queries, keys, values and the MLP's first layer column-wise, the two output layers
+    row-wise) against the unsplit
+    block; largest differences of output and of the full weight gradients, and the bytes
+    given to gloo (profiler)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   parallelize_module)
     r, n = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(seed)
     block = Block(cfg).double()
@@ -608,13 +747,18 @@ def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, An
     tp = copy.deepcopy(block)
     tp.zero_grad(set_to_none=True)
     H, hd = cfg.n_head, cfg.head_dim
-    order = torch.cat([head_rows(H, hd, k, n) for k in range(n)])     # rank k's q, k, v rows next to each other
+    # rank k's q, k, v rows next to each other
+    order = torch.cat([head_rows(H, hd, k, n) for k in range(n)])
     with torch.no_grad():
-        tp.attn.qkv.weight.copy_(block.attn.qkv.weight[order]); tp.attn.qkv.bias.copy_(block.attn.qkv.bias[order])
-    tp.attn.n_heads, tp.attn.d_model = H // n, cfg.n_embd // n          # what one rank's attention sees
+        tp.attn.qkv.weight.copy_(block.attn.qkv.weight[order])
+        tp.attn.qkv.bias.copy_(block.attn.qkv.bias[order])
+    # what one rank's attention sees
+    tp.attn.n_heads, tp.attn.d_model = H // n, cfg.n_embd // n
     mesh = init_device_mesh("cpu", (n,))
-    parallelize_module(tp, mesh, {"attn.qkv": ColwiseParallel(), "attn.proj": RowwiseParallel(),
-                                  "mlp.fc": ColwiseParallel(), "mlp.proj": RowwiseParallel()})
+    parallelize_module(tp, mesh, {"attn.qkv": ColwiseParallel(),
+                                  "attn.proj": RowwiseParallel(),
+                                  "mlp.fc": ColwiseParallel(),
+                                  "mlp.proj": RowwiseParallel()})
     def run() -> torch.Tensor:
         out = tp(x)
         (out * w).sum().backward()
@@ -623,31 +767,43 @@ def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, An
     full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t
     inv = torch.argsort(order)
     diffs = {"output": (out - ref).abs().max().item(),
-             "qkv.weight": (full(tp.attn.qkv.weight.grad)[inv] - block.attn.qkv.weight.grad).abs().max().item(),
-             "proj.weight": (full(tp.attn.proj.weight.grad) - block.attn.proj.weight.grad).abs().max().item(),
-             "fc.weight": (full(tp.mlp.fc.weight.grad) - block.mlp.fc.weight.grad).abs().max().item(),
-             "mlp.proj.weight": (full(tp.mlp.proj.weight.grad) - block.mlp.proj.weight.grad).abs().max().item()}
+             "qkv.weight": (full(tp.attn.qkv.weight.grad)[inv]
+                            - block.attn.qkv.weight.grad).abs().max().item(),
+             "proj.weight": (full(tp.attn.proj.weight.grad)
+                             - block.attn.proj.weight.grad).abs().max().item(),
+             "fc.weight": (full(tp.mlp.fc.weight.grad)
+                           - block.mlp.fc.weight.grad).abs().max().item(),
+             "mlp.proj.weight": (full(tp.mlp.proj.weight.grad)
+                                 - block.mlp.proj.weight.grad).abs().max().item()}
     return {"diffs": diffs, "scale": ref.abs().max().item(), "payload": payload,
             "local_qkv": tuple(tp.attn.qkv.weight.to_local().shape)}
 
 # %% ../nbs/08_distributed.ipynb #76117532
-def pipeline_gpipe(cfg: GPTConfig, batch: int, micro: int, seed: int = 0) -> dict[str, Any]:
-    """Run on every rank: one GPipe step. Rank r holds blocks r L/N .. (r + 1) L/N (rank 0 also the embedding, the last
-    rank the final norm and the head); the batch is cut into `micro` micro-batches that flow forward through the ranks
-    one after another, then backward in the same order. Returns this rank's gradients, the seconds it computed and
+def pipeline_gpipe(cfg: GPTConfig, batch: int, micro: int,
+                   seed: int = 0) -> dict[str, Any]:
+    """Run on every rank: one GPipe step. Rank r holds blocks r L/N .. (r + 1) L/N (rank
+    0 also the embedding, the last
+    rank the final norm and the head); the batch is cut into `micro` micro-batches that
+    flow forward through the ranks
+    one after another, then backward in the same order. Returns this rank's gradients,
+    the seconds it computed and
     the seconds the step took."""
     r, n = dist.get_rank(), dist.get_world_size()
-    if cfg.n_layer % n or batch % micro: raise ValueError("N must divide the layers and micro the batch")
-    model = toy_model(cfg, seed)                      # every rank builds it, each keeps (computes with) its stage only
+    if cfg.n_layer % n or batch % micro:
+        raise ValueError("N must divide the layers and micro the batch")
+    # every rank builds it, each keeps (computes with) its stage only
+    model = toy_model(cfg, seed)
     mine = model.blocks[r * cfg.n_layer // n:(r + 1) * cfg.n_layer // n]
     x, y = toy_batch(0, batch, cfg, seed)
     shape = (batch // micro, cfg.block_size, cfg.n_embd)
     ins, outs, busy = [], [], 0.0
     dist.barrier()                                    # the step starts together ...
     t0 = time.perf_counter()
-    for xs, ys in zip(x.chunk(micro), y.chunk(micro)):                    # forward, micro-batch after micro-batch
+    # forward, micro-batch after micro-batch
+    for xs, ys in zip(x.chunk(micro), y.chunk(micro)):
         h_in = None
-        if r > 0: h_in = torch.empty(shape); dist.recv(h_in, r - 1); h_in.requires_grad_()
+        if r > 0:
+            h_in = torch.empty(shape); dist.recv(h_in, r - 1); h_in.requires_grad_()
         t = time.perf_counter()
         h = model.emb(xs) if r == 0 else h_in
         for b in mine: h = b(h)
@@ -655,136 +811,183 @@ def pipeline_gpipe(cfg: GPTConfig, batch: int, micro: int, seed: int = 0) -> dic
         busy += time.perf_counter() - t
         if r < n - 1: dist.send(h.detach(), r + 1)
         ins.append(h_in); outs.append(h)
-    for h_in, h in zip(ins, outs):                                         # backward, in the same order
+    for h_in, h in zip(ins, outs):  # backward, in the same order
         g = None
         if r < n - 1: g = torch.empty(shape); dist.recv(g, r + 1)
         t = time.perf_counter()
         h.backward(g)
         busy += time.perf_counter() - t
         if r > 0: dist.send(h_in.grad, r - 1)
-    dist.barrier()                                    # ... and ends when the last rank is done
+    dist.barrier()  # ... and ends when the last rank is done
     wall = time.perf_counter() - t0
-    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()
+             if p.grad is not None}
     return {"grads": grads, "busy": busy, "wall": wall}
 
 def gpipe_bubble(n: int, micro: int) -> float:
-    "GPipe's idle fraction with N equal stages and m micro-batches: (N - 1) / (m + N - 1)."
+    """GPipe's idle fraction with N equal stages and m micro-batches: (N - 1) / (m + N -
+    1)."""
     return (n - 1) / (micro + n - 1)
 
 # %% ../nbs/08_distributed.ipynb #80e21d89
 def torchrun_env() -> tuple[int, int, int] | None:
-    "(rank, world size, local rank) when this process is one of torchrun's workers, else None."
+    """(rank, world size, local rank) when this process is one of torchrun's workers,
+    else None."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ: return None
-    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    return (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+            int(os.environ.get("LOCAL_RANK", 0)))
 
 def check_resume(out_dir: Any, nproc: int) -> None:
-    "Refuse (exit 2, one line), before any process starts, to resume a checkpoint written by a different number of them."
+    """Refuse (exit 2, one line), before any process starts, to resume a checkpoint
+    written by a different number of them."""
     from pathlib import Path
     ckpt = Path(out_dir) / "ckpt.pt"
     if not ckpt.is_file(): return
-    try: written_by = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("world_size", 1)
-    except Exception: return                                  # a damaged file: the run itself says so
+    try:
+        written_by = torch.load(ckpt, map_location="cpu", weights_only=True,
+                                mmap=True).get("world_size", 1)
+    except Exception: return  # a damaged file: the run itself says so
     if written_by != nproc:
-        raise UserError(f"{ckpt} was written by {written_by} process(es) and this run has {nproc}",
-                        f"resume with --nproc {written_by}, or start afresh with --overwrite", code=2)
+        raise UserError(
+            f"{ckpt} was written by {written_by} process(es) and this run has {nproc}",
+            f"resume with --nproc {written_by}, or start afresh with --overwrite",
+            code=2)
 
 def check_split(batch_size: int, nproc: int) -> None:
     "Refuse (exit 2, one line) a number of processes that does not divide the batch."
-    if nproc < 1: raise UserError(f"--nproc must be at least 1, got {nproc}", "give the number of processes", code=2)
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {nproc}",
+                        "give the number of processes", code=2)
     if batch_size % nproc:
         raise UserError(f"--nproc {nproc} does not divide the batch size {batch_size}",
-                        f"use a --nproc that divides it, or a --batch-size that is a multiple of {nproc}", code=2)
+                         f"use a --nproc that divides it, or a --batch-size that is a "
+                        f"multiple of {nproc}", code=2)
 
 # %% ../nbs/08_distributed.ipynb #e0597495
-def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any, overwrite: bool = False,
-                      progress: bool | str = True, stop_after: int | None = None, log_every: float = 10.0,
-                      strategy: str = "ddp", timeout_s: float = 300.0) -> dict[str, Any]:
-    """Chapter 6's `train`, on each of torchrun's N processes, with DistributedDataParallel (`strategy` 'ddp') or FSDP2
-    ('fsdp2': each block and the whole model sharded): every rank draws the same global batch and trains on its 1/N
-    rows, so the run sees the data a single process with the same batch sees. gloo on CPUs, NCCL on GPUs (one per
-    process). Rank 0 logs and writes the checkpoint (whole tensors, as chapter 6's), which records N and every rank's
-    random state: a run resumes exactly with the same N. A rank that dies or hangs makes the others fail after
-    `timeout_s` at most (torchrun stops them sooner). Returns chapter 6's summary, with a whole model on rank 0."""
+def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any,
+                      overwrite: bool = False,
+                      progress: bool | str = True, stop_after: int | None = None,
+                      log_every: float = 10.0,
+                      strategy: str = "ddp",
+                      timeout_s: float = 300.0) -> dict[str, Any]:
+    """Chapter 6's `train`, on each of torchrun's N processes, with
+    DistributedDataParallel (`strategy` 'ddp') or FSDP2
+    ('fsdp2': each block and the whole model sharded): every rank draws the same global
+    batch and trains on its 1/N
+    rows, so the run sees the data a single process with the same batch sees. gloo on
+    CPUs, NCCL on GPUs (one per
+    process). Rank 0 logs and writes the checkpoint (whole tensors, as chapter 6's),
+    which records N and every rank's
+    random state: a run resumes exactly with the same N. A rank that dies or hangs makes
+    the others fail after
+    `timeout_s` at most (torchrun stops them sooner). Returns chapter 6's summary, with
+    a whole model on rank 0."""
     from llm_from_scratch.train import check_data, resolve_dtype
     env = torchrun_env()
-    if env is None: raise UserError("train_distributed runs inside torchrun's workers", "use llmfs train --nproc N")
+    if env is None:
+        raise UserError("train_distributed runs inside torchrun's workers",
+                        "use llmfs train --nproc N")
     rank, world, local = env
-    if strategy not in ("ddp", "fsdp2"): raise UserError(f"unknown strategy {strategy!r}", "use ddp or fsdp2", code=2)
+    if strategy not in ("ddp", "fsdp2"):
+        raise UserError(f"unknown strategy {strategy!r}", "use ddp or fsdp2", code=2)
     if strategy == "fsdp2" and cfg.optimizer == "muon":
-        raise UserError("FSDP2 shards every matrix across the ranks and Muon orthogonalises whole matrices",
-                        "use --strategy ddp with Muon, or --optimizer adamw with FSDP2", code=2)
+        raise UserError(
+            "FSDP2 shards every matrix across the ranks and Muon orthogonalises whole "
+            "matrices", "use --strategy ddp with Muon, or --optimizer adamw with FSDP2",
+            code=2)
     check_split(cfg.batch_size, world)
     check_data(data, model_cfg.block_size)
     device = get_device(cfg.device or None)
-    if device.type == "cuda": device = torch.device("cuda", local); torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+    if device.type == "cuda":
+        device = torch.device("cuda", local); torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
         torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world))
         if rank == 0:
             from llm_from_scratch.core import folder_lock
             with folder_lock(out_dir, "a training run"):
                 dist.barrier()
-                return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device,
+                return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress,
+                                  stop_after, log_every, device,
                                   resolve_dtype(cfg.dtype, device), strategy)
-        dist.barrier()                                     # wait for rank 0 to hold the folder
-        return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device,
+        dist.barrier()  # wait for rank 0 to hold the folder
+        return _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress,
+                          stop_after, log_every, device,
                           resolve_dtype(cfg.dtype, device), strategy)
     finally:
         dist.destroy_process_group()
 
 # %% ../nbs/08_distributed.ipynb #1ff016f4
 def _whole(t: Any) -> Any:
-    "A DTensor's whole tensor (a collective: every rank calls it); anything else as it is."
+    """A DTensor's whole tensor (a collective: every rank calls it); anything else as it
+    is."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 def _whole_optimizer_state(opt: torch.optim.Optimizer) -> dict:
     sd = opt.state_dict()
-    return {"state": {i: {k: _whole(v) for k, v in st.items()} for i, st in sd["state"].items()},
+    return {"state": {i: {k: _whole(v) for k, v in st.items()}
+                      for i, st in sd["state"].items()},
             "param_groups": sd["param_groups"]}
 
 def _shard_optimizer_state(sd: dict, opt: torch.optim.Optimizer) -> dict:
-    "Whole optimiser tensors cut to each parameter's layout (a DTensor parameter's shard; others as they are)."
+    """Whole optimiser tensors cut to each parameter's layout (a DTensor parameter's
+    shard; others as they are)."""
     from torch.distributed.tensor import distribute_tensor
     params = [p for g in opt.param_groups for p in g["params"]]
     def cut(i: int, v: Any) -> Any:
         p = params[i]
-        if not (hasattr(p, "device_mesh") and isinstance(v, torch.Tensor) and v.shape == p.shape): return v
+        if not (hasattr(p, "device_mesh") and isinstance(v, torch.Tensor)
+                and v.shape == p.shape):
+            return v
         return distribute_tensor(v.to(p.device), p.device_mesh, p.placements)
-    return {"state": {i: {k: cut(i, v) for k, v in st.items()} for i, st in sd["state"].items()},
+    return {"state": {i: {k: cut(i, v) for k, v in st.items()}
+                      for i, st in sd["state"].items()},
             "param_groups": sd["param_groups"]}
 
-def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, log_every, device, dtype,
-               strategy) -> dict[str, Any]:
+def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after,
+               log_every, device, dtype, strategy) -> dict[str, Any]:
     import contextlib, math
     from pathlib import Path
     from torch.nn.parallel import DistributedDataParallel
-    from llm_from_scratch.checkpoint import CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+    from llm_from_scratch.checkpoint import (CKPT_FORMAT, check_compatible,
+                                             load_checkpoint, rng_state,
+                                             save_checkpoint, set_rng_state)
     from llm_from_scratch.core import Progress, seed_everything
     from llm_from_scratch.dataloader import random_batch
-    from llm_from_scratch.train import (NonFiniteLossError, _log, _truncate_log, autocast, clip_grad_norm_, data_identity,
-                                        evaluate, lr_at, make_optimizer, perplexity, read_metrics)
+    from llm_from_scratch.train import (NonFiniteLossError, _log, _truncate_log,
+                                        autocast, clip_grad_norm_, data_identity,
+                                        evaluate, lr_at, make_optimizer, perplexity,
+                                        read_metrics)
     rank, world = dist.get_rank(), dist.get_world_size()
     out_dir = Path(out_dir); ckpt, log = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
     if overwrite and rank == 0:
         for f in (ckpt, log): f.unlink(missing_ok=True)
     dist.barrier()
-    seed_everything(cfg.seed)                              # the same initial weights on every rank
+    seed_everything(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(device)
-    data_gen = torch.Generator().manual_seed(cfg.seed)     # the same global batches on every rank
-    seed_everything(cfg.seed + 1 + rank)                   # different dropout masks on different ranks
+    # the same global batches on every rank
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    seed_everything(cfg.seed + 1 + rank)  # different dropout masks on different ranks
     step, best_val, loss, state = 0, float("inf"), float("nan"), None
     if ckpt.exists():
         try: state = load_checkpoint(ckpt)
         except Exception as e:
-            raise UserError(f"cannot resume from {ckpt}: the file is damaged or not a checkpoint of this book "
-                            f"({type(e).__name__})", "start afresh with --overwrite or use another run folder") from e
+            raise UserError(
+                f"cannot resume from {ckpt}: the file is damaged or not a checkpoint "
+                f"of this book " f"({type(e).__name__})",
+                "start afresh with --overwrite or use another run folder") from e
         written_by = state.get("world_size", 1)
         if written_by != world:
-            raise UserError(f"{ckpt} was written by {written_by} process(es) and this run has {world}",
-                            f"resume with --nproc {written_by}, or start afresh with --overwrite", code=2)
+            raise UserError(
+                f"{ckpt} was written by {written_by} process(es) and this run has "
+                f"{world}",
+                f"resume with --nproc {written_by}, or start afresh with --overwrite",
+                code=2)
         check_compatible(state, model_cfg, cfg, data_identity(data))
         model.load_state_dict(state["model"])
-        data_gen.set_state(state["data"]["generator"]); set_rng_state(state["rng_ranks"][rank])
+        data_gen.set_state(state["data"]["generator"])
+        set_rng_state(state["rng_ranks"][rank])
         step, best_val = state["step"], state["best_val"]
     elif rank == 0 and log.exists(): log.unlink()
     if rank == 0: _truncate_log(log, step)
@@ -794,29 +997,43 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
         mesh = init_device_mesh(device.type, (world,))
         for blk in model.blocks: fully_shard(blk, mesh=mesh)
         net = fully_shard(model, mesh=mesh)
-    else: net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = make_optimizer(model, cfg)                       # over the (possibly sharded) parameters
+    else:
+        net = DistributedDataParallel(model,
+                                      device_ids=[device.index]
+                                      if device.type == "cuda" else None)
+    opt = make_optimizer(model, cfg)  # over the (possibly sharded) parameters
     if state is not None:
-        opt.load_state_dict(_shard_optimizer_state(state["optimizer"], opt) if strategy == "fsdp2" else state["optimizer"])
-    B, T, accum, b = cfg.batch_size, model_cfg.block_size, cfg.grad_accum, cfg.batch_size // world
+        opt.load_state_dict(_shard_optimizer_state(state["optimizer"], opt)
+                            if strategy == "fsdp2" else state["optimizer"])
+    B, T, accum, b = (cfg.batch_size, model_cfg.block_size, cfg.grad_accum,
+                      cfg.batch_size // world)
 
-    def whole_state() -> tuple[dict, dict]:                # every rank calls it: FSDP2 gathers the shards
+    # every rank calls it: FSDP2 gathers the shards
+    def whole_state() -> tuple[dict, dict]:
         if strategy == "ddp": return model.state_dict(), opt.state_dict()
-        return {k: _whole(v) for k, v in model.state_dict().items()}, _whole_optimizer_state(opt)
+        return ({k: _whole(v) for k, v in model.state_dict().items()},
+                _whole_optimizer_state(opt))
 
     def checkpoint() -> None:
         rngs = [None] * world
-        dist.all_gather_object(rngs, rng_state())          # every rank's random state, for an exact resumption
+        # every rank's random state, for an exact resumption
+        dist.all_gather_object(rngs, rng_state())
         weights, opt_state = whole_state()
         if rank == 0:
-            save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step, "best_val": best_val, "world_size": world,
-                                   "strategy": strategy, "model_config": model_cfg.to_dict(),
-                                   "train_config": cfg.to_dict(), "model": weights, "optimizer": opt_state,
-                                   "rng": rngs[0], "rng_ranks": rngs,
-                                   "data": {"generator": data_gen.get_state(), "id": data_identity(data)}})
+            save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step,
+                                   "best_val": best_val, "world_size": world,
+                                   "strategy": strategy,
+                                   "model_config": model_cfg.to_dict(),
+                                   "train_config": cfg.to_dict(), "model": weights,
+                                   "optimizer": opt_state, "rng": rngs[0],
+                                   "rng_ranks": rngs, "data": {
+                                       "generator": data_gen.get_state(),
+                                       "id": data_identity(data)}})
 
-    mode = {True: "auto", False: "none"}.get(progress, progress) if rank == 0 else "none"
-    bar = Progress(cfg.max_steps, f"training on {world} processes", unit="step", mode=mode, initial=step, every=log_every)
+    mode = ({True: "auto", False: "none"}.get(progress, progress) if rank == 0
+            else "none")
+    bar = Progress(cfg.max_steps, f"training on {world} processes", unit="step",
+                   mode=mode, initial=step, every=log_every)
     model.train()
     t0, steps0, val, eval_s = time.perf_counter(), step, None, 0.0
     while step < cfg.max_steps:
@@ -824,76 +1041,111 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, l
         for g in opt.param_groups: g["lr"] = lr * g.get("lr_scale", 1.0)
         local = torch.zeros((), device=device)
         for i in range(accum):
-            x, y = random_batch(data.train, B, T, data_gen, device)          # the global batch ...
-            x, y = x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]   # ... this rank's rows
-            last = i == accum - 1                                            # synchronise once per step
+            # the global batch ...
+            x, y = random_batch(data.train, B, T, data_gen, device)
+            # ... this rank's rows
+            x, y = x[rank * b:(rank + 1) * b], y[rank * b:(rank + 1) * b]
+            last = i == accum - 1  # synchronise once per step
             if strategy == "fsdp2": net.set_requires_gradient_sync(last)
-            with net.no_sync() if strategy == "ddp" and not last else contextlib.nullcontext():
+            skip_sync = strategy == "ddp" and not last
+            with net.no_sync() if skip_sync else contextlib.nullcontext():
                 with autocast(device, dtype): micro = lm_loss(net(x), y)
                 (micro / accum).backward()
             local += micro.detach() / accum
-        dist.all_reduce(local); loss = local.item() / world                  # the global batch's loss
-        gnorm = _whole(clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))).item()
+        dist.all_reduce(local); loss = local.item() / world  # the global batch's loss
+        gnorm = _whole(clip_grad_norm_(model.parameters(),
+                                       cfg.grad_clip if cfg.grad_clip > 0
+                                       else float("inf"))).item()
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             bar.close()
-            raise NonFiniteLossError(f"training stopped at step {step + 1}: the loss is {loss} and the gradient norm "
-                                     f"{gnorm}. Lower the learning rate or enable gradient clipping.")
+            raise NonFiniteLossError(
+                f"training stopped at step {step + 1}: the loss is {loss} and the "
+                f"gradient norm " f"{gnorm}. Lower the learning rate or enable "
+                f"gradient clipping.")
         opt.step(); opt.zero_grad(set_to_none=True)
         step += 1
-        if os.environ.get("LLMFS_TEST_KILL") == f"{rank}:{step}": os._exit(1)   # tests: this rank dies here
+        # tests: this rank dies here
+        if os.environ.get("LLMFS_TEST_KILL") == f"{rank}:{step}": os._exit(1)
         elapsed = time.perf_counter() - t0
-        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens": step * B * T * accum,
-               "time": elapsed, "tok_per_s": (step - steps0) * B * T * accum / max(elapsed, 1e-9), "nproc": world}
+        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm,
+               "tokens": step * B * T * accum, "time": elapsed,
+               "tok_per_s": (step - steps0) * B * T * accum / max(elapsed, 1e-9),
+               "nproc": world}
         evaluating = step % cfg.eval_interval == 0 or step == cfg.max_steps
-        if evaluating and (rank == 0 or strategy == "fsdp2"):      # FSDP2: every rank takes part in the forward
+        # FSDP2: every rank takes part in the forward
+        if evaluating and (rank == 0 or strategy == "fsdp2"):
             te = time.perf_counter()
-            val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
+            val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1,
+                           device, dtype)
             eval_s += time.perf_counter() - te
-            best_val = min(best_val, val); rec.update(val_loss=val, val_ppl=perplexity(val)); bar.set(val=val)
+            best_val = min(best_val, val)
+            rec.update(val_loss=val, val_ppl=perplexity(val))
+            bar.set(val=val)
         if rank == 0: _log(log, rec)
         bar.set(loss=loss); bar.update(1)
         if stop_after is not None and step >= stop_after:
             bar.close()
-            return {"steps": step, "stopped": True, "model": model, "out_dir": out_dir, "rank": rank}
-        if (cfg.ckpt_interval and step % cfg.ckpt_interval == 0) or step == cfg.max_steps: checkpoint()
+            return {"steps": step, "stopped": True, "model": model, "out_dir": out_dir,
+                    "rank": rank}
+        if ((cfg.ckpt_interval and step % cfg.ckpt_interval == 0)
+                or step == cfg.max_steps):
+            checkpoint()
     bar.close()
     elapsed = time.perf_counter() - t0
-    if strategy == "fsdp2":                                # rank 0 returns a whole model, as chapter 6 does
+    if strategy == "fsdp2":  # rank 0 returns a whole model, as chapter 6 does
         weights, _ = whole_state()
         model = GPT(model_cfg).to(device)
         model.load_state_dict(weights)
-    if rank == 0 and val is None: val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
-    return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val, "seconds": elapsed, "rank": rank,
-            "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "model": model, "out_dir": out_dir}
+    if rank == 0 and val is None:
+        val = evaluate(model, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device,
+                       dtype)
+    return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val,
+            "seconds": elapsed, "rank": rank, "tok_per_s": (step - steps0) * B * T
+            * accum / max(elapsed - eval_s, 1e-9), "model": model, "out_dir": out_dir}
 
 # %% ../nbs/08_distributed.ipynb #2636d8f4
-def torchrun(nproc: int, cli_args: list[str], log_path: Any = None, env: dict[str, str] | None = None) -> int:
-    """Run `llmfs CLI_ARGS` on `nproc` local processes through torchrun (`python -m torch.distributed.run`), a free
-    port each time. The workers' one-line messages and progress pass through; torchrun's own report of a failed rank
-    is kept in `log_path` and summed up in one line (a `UserError`). Returns 0 when every rank succeeded."""
+def torchrun(nproc: int, cli_args: list[str], log_path: Any = None,
+             env: dict[str, str] | None = None) -> int:
+    """Run `llmfs CLI_ARGS` on `nproc` local processes through torchrun (`python -m
+    torch.distributed.run`), a free
+    port each time. The workers' one-line messages and progress pass through; torchrun's
+    own report of a failed rank
+    is kept in `log_path` and summed up in one line (a `UserError`). Returns 0 when
+    every rank succeeded."""
     import re, subprocess, sys
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0",
-           "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "llm_from_scratch.cli", *cli_args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           "--max-restarts=0", "--master-addr=127.0.0.1",
+           f"--master-port={free_port()}", "-m", "llm_from_scratch.cli", *cli_args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     kept, said = [], []
     for line in proc.stderr:
         kept.append(line)
-        if line.startswith("training") or (line.startswith("llmfs") and ": error: " not in line):
-            sys.stderr.write(line); sys.stderr.flush()               # progress and notes pass through
-        elif ": error: " in line: said.append(line.strip())          # errors are summed up below, once
+        if (line.startswith("training") or (line.startswith("llmfs")
+                                            and ": error: " not in line)):
+            # progress and notes pass through
+            sys.stderr.write(line); sys.stderr.flush()
+        # errors are summed up below, once
+        elif ": error: " in line: said.append(line.strip())
     rc = proc.wait()
     if rc == 0: return 0
     if log_path is not None:
         from llm_from_scratch.core import atomic_write
         atomic_write(log_path, "".join(kept))
     text = "".join(kept)
-    root = text[text.find("Root Cause"):] if "Root Cause" in text else text   # torchrun's first failed rank
-    rk, code = re.search(r"rank\s*:\s*(\d+)", root), re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    # torchrun's first failed rank
+    root = text[text.find("Root Cause"):] if "Root Cause" in text else text
+    rk, code = (re.search(r"rank\s*:\s*(\d+)", root),
+                re.search(r"exitcode\s*:\s*(-?\d+)", root))
     code = int(code.group(1)) if code else rc
-    lost = re.compile(r"Connection (reset|closed)|timed out|[Tt]imeout|pair\.cc")   # a peer's death, seen from here
+    # a peer's death, seen from here
+    lost = re.compile(r"Connection (reset|closed)|timed out|[Tt]imeout|pair\.cc")
     why = [l for l in said if not lost.search(l)]
-    if why:                                                # a rank refused or failed, and said why: say it once
+    if why:  # a rank refused or failed, and said why: say it once
         m = re.match(r"llmfs \w+: error: (.*?)(?: - (.*))?$", why[0])
-        raise UserError(m.group(1) if m else why[0], (m.group(2) or "") if m else "", code=code if code > 0 else 1)
-    raise UserError(f"rank {rk.group(1) if rk else '?'} of {nproc} died (exit code {code}); the other ranks were "
-                    "stopped, not left waiting", f"torchrun's report is in {log_path}" if log_path else "see above")
+        raise UserError(m.group(1) if m else why[0], (m.group(2) or "") if m else "",
+                        code=code if code > 0 else 1)
+    raise UserError(
+        f"rank {rk.group(1) if rk else '?'} of {nproc} died (exit code {code}); the "
+        f"other ranks were " "stopped, not left waiting",
+        f"torchrun's report is in {log_path}" if log_path else "see above")

@@ -41,14 +41,18 @@ __all__ = ['Scorer', 'SOCKET_PRELUDE', 'DOCTEST_RUNNER', 'PROMPT_CHARS', 'FIELD_
 # %% ../nbs/13_evaluation.ipynb #2d3adf2e
 _BASELINES: dict[str, Any] = {}
 
-def ngram_baseline(max_train_bytes: int | None = None, orders: Sequence[int] = range(2, 9)) -> Any:
-    """Chapter 7's n-gram baseline: a Kneser-Ney byte model whose order is chosen on the last tenth of the training
-    text (the first 2 MB at test scale, 30 MB at book scale), then fitted on all of it. The chosen order is cached."""
+def ngram_baseline(max_train_bytes: int | None = None,
+                   orders: Sequence[int] = range(2, 9)) -> Any:
+    """Chapter 7's n-gram baseline: a Kneser-Ney byte model whose order is chosen on the
+    last tenth of the training
+    text (the first 2 MB at test scale, 30 MB at book scale), then fitted on all of it.
+    The chosen order is cached."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.ngram import KneserNey, choose_order
     limit = max_train_bytes or at_scale(2_000_000, 30_000_000)
     name = f"eval/ngram-order-{corpus_checksum('train')[:12]}-{limit}-{min(orders)}-{max(orders)}.json"
-    if name in _BASELINES: return _BASELINES[name]              # fitted once per process: it takes a while
+    # fitted once per process: it takes a while
+    if name in _BASELINES: return _BASELINES[name]
     train = "".join(iter_texts("train")).encode("utf-8")[:limit]
     def build(tmp: Path) -> None:
         cut = len(train) * 9 // 10
@@ -59,9 +63,11 @@ def ngram_baseline(max_train_bytes: int | None = None, orders: Sequence[int] = r
     return _BASELINES[name]
 
 def per_unit(nats: float, units: int, n_bytes: int) -> dict[str, float]:
-    "The same total loss `nats` over a text of `n_bytes` bytes cut into `units` units (tokens, bytes): both yardsticks."
+    """The same total loss `nats` over a text of `n_bytes` bytes cut into `units` units
+    (tokens, bytes): both yardsticks."""
     from llm_from_scratch.train import bits_per_byte
-    return {"units": units, "bytes per unit": n_bytes / units, "perplexity per unit": math.exp(nats / units),
+    return {"units": units, "bytes per unit": n_bytes / units,
+            "perplexity per unit": math.exp(nats / units),
             "bits per byte": bits_per_byte(nats, n_bytes)}
 
 # %% ../nbs/13_evaluation.ipynb #262447da
@@ -71,34 +77,47 @@ class Request:
     context: str
     continuation: str
 
-def encode_pair(encode: Callable[[str], list[int]], context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """lm-evaluation-harness's `_encode_pair`: trailing whitespace of the context moves to the continuation, the pair
-    is encoded as a whole, and the continuation's tokens are what follows the tokens of the context alone."""
+def encode_pair(encode: Callable[[str], list[int]], context: str,
+                continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's `_encode_pair`: trailing whitespace of the context moves
+    to the continuation, the pair
+    is encoded as a whole, and the continuation's tokens are what follows the tokens of
+    the context alone."""
     n = len(context) - len(context.rstrip())
     if n: context, continuation = context[:-n], context[-n:] + continuation
     whole, ctx = encode(context + continuation), encode(context)
     return ctx, whole[len(ctx):]
 
 @torch.no_grad()
-def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]], requests: Sequence[Request],
-                   batch_size: int = 16, prefix_id: int | None = None) -> list[tuple[float, bool]]:
-    """(log-probability, is_greedy) of each request's continuation under `model`, as lm-evaluation-harness computes
-    them: the input is context + continuation cut from the left to the model's block (plus the token it predicts),
-    batches of the longest first, padded on the right. An empty context is replaced by `prefix_id` (e.g. end-of-text)."""
+def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]],
+                   requests: Sequence[Request], batch_size: int = 16,
+                   prefix_id: int | None = None) -> list[tuple[float, bool]]:
+    """(log-probability, is_greedy) of each request's continuation under `model`, as
+    lm-evaluation-harness computes
+    them: the input is context + continuation cut from the left to the model's block
+    (plus the token it predicts),
+    batches of the longest first, padded on the right. An empty context is replaced by
+    `prefix_id` (e.g. end-of-text)."""
     T = model.cfg.block_size
     pairs = []
     for i, r in enumerate(requests):
         if r.context == "":
-            if prefix_id is None: raise UserError(f"request {i} has an empty context", "pass prefix_id (e.g. tok.eot_id)")
+            if prefix_id is None:
+                raise UserError(f"request {i} has an empty context",
+                                "pass prefix_id (e.g. tok.eot_id)")
             cont = encode(r.continuation)
-            ctx, cont = ([prefix_id], cont) if cont[:1] != [prefix_id] else (cont[:1], cont[1:])
+            ctx, cont = (([prefix_id], cont) if cont[:1] != [prefix_id]
+                         else (cont[:1], cont[1:]))
         else:
             ctx, cont = encode_pair(encode, r.context, r.continuation)
         if not ctx or not cont or len(cont) > T:
-            raise UserError(f"request {i}: context of {len(ctx)} and continuation of {len(cont)} tokens cannot be "
-                            f"scored in a block of {T}", "give every request a context and a continuation that fits")
+            raise UserError(
+                f"request {i}: context of {len(ctx)} and continuation of {len(cont)} "
+                f"tokens cannot be " f"scored in a block of {T}",
+                "give every request a context and a continuation that fits")
         pairs.append((ctx, cont))
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    order = sorted(range(len(pairs)), key=lambda i:
+                   -(len(pairs[i][0]) + len(pairs[i][1])))
     device = next(model.parameters()).device
     was_training, out = model.training, [None] * len(pairs)
     model.eval()
@@ -108,11 +127,14 @@ def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]], r
             inps = [(pairs[i][0] + pairs[i][1])[-(T + 1):][:-1] for i in chunk]
             x = torch.zeros(len(chunk), max(map(len, inps)), dtype=torch.long)
             for row, inp in enumerate(inps): x[row, :len(inp)] = torch.tensor(inp)
-            logp = model(x.to(device)).log_softmax(-1)                    # (B, T', V); padding sits after every input
+            # (B, T', V); padding sits after every input
+            logp = model(x.to(device)).log_softmax(-1)
             for row, i in enumerate(chunk):
                 cont, n = pairs[i][1], len(inps[row])
-                lp, target = logp[row, n - len(cont):n], torch.tensor(cont, device=device)
-                out[i] = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
+                lp, target = (logp[row, n - len(cont):n],
+                              torch.tensor(cont, device=device))
+                out[i] = (float(lp.gather(-1, target[:, None]).sum()),
+                          bool((lp.argmax(-1) == target).all()))
     finally:
         model.train(was_training)
     return out
@@ -120,8 +142,10 @@ def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]], r
 # %% ../nbs/13_evaluation.ipynb #9ff8e847
 @dataclass
 class MCItem:
-    """A multiple-choice item: one of `choices` continues `context`, `gold` is the index of the right one. With a
-    `continuation`, the choices are alternative contexts that the shared `continuation` follows (as in Winogrande)."""
+    """A multiple-choice item: one of `choices` continues `context`, `gold` is the index
+    of the right one. With a
+    `continuation`, the choices are alternative contexts that the shared `continuation`
+    follows (as in Winogrande)."""
     id: str
     context: str
     choices: list[str]
@@ -131,7 +155,8 @@ class MCItem:
 
 @dataclass
 class MCTask:
-    "A named list of `MCItem`s; `target_delimiter` goes between context and continuation (lm-eval's default: a space)."
+    """A named list of `MCItem`s; `target_delimiter` goes between context and
+    continuation (lm-eval's default: a space)."""
     name: str
     items: list[MCItem]
     target_delimiter: str = " "
@@ -145,50 +170,64 @@ class MCTask:
     def requests(self, item: MCItem) -> list[Request]:
         "One request per choice, as lm-eval's `construct_requests` builds them."
         d = self.target_delimiter
-        if item.continuation is not None: return [Request(c, d + item.continuation) for c in item.choices]
+        if item.continuation is not None:
+            return [Request(c, d + item.continuation) for c in item.choices]
         return [Request(item.context, d + c) for c in item.choices]
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "target_delimiter": self.target_delimiter,
-                           "description": self.description, "items": [asdict(it) for it in self.items]})
+                           "description": self.description,
+                           "items": [asdict(it) for it in self.items]})
 
     @classmethod
     def from_json(cls, text: str) -> "MCTask":
         d = json.loads(text)
-        return cls(d["name"], [MCItem(**it) for it in d["items"]], d["target_delimiter"], d.get("description", ""))
+        return cls(d["name"], [MCItem(**it) for it in d["items"]],
+                   d["target_delimiter"], d.get("description", ""))
 
 Scorer = Callable[[Sequence[Request]], list[tuple[float, bool]]]
 
 def score_multiple_choice(task: MCTask, scorer: Scorer) -> dict[str, Any]:
-    """`acc` and `acc_norm` of `scorer` on `task`, exactly as lm-evaluation-harness's `process_results` computes them:
-    acc is right when the summed log-likelihood is highest, acc_norm when log-likelihood / len(choice string) is.
+    """`acc` and `acc_norm` of `scorer` on `task`, exactly as lm-evaluation-harness's
+    `process_results` computes them:
+    acc is right when the summed log-likelihood is highest, acc_norm when log-likelihood
+    / len(choice string) is.
     Also their standard errors, chance, and one row per item."""
     reqs = [r for it in task.items for r in task.requests(it)]
     res, k, rows = scorer(reqs), 0, []
     for it in task.items:
-        lls = np.array([ll for ll, _ in res[k:k + len(it.choices)]]); k += len(it.choices)
-        pred, pred_norm = int(np.argmax(lls)), int(np.argmax(lls / np.array([float(len(c)) for c in it.choices])))
-        rows.append({"id": it.id, "lls": lls.tolist(), "gold": it.gold, "pred": pred, "pred_norm": pred_norm,
-                     "acc": float(pred == it.gold), "acc_norm": float(pred_norm == it.gold)})
+        lls = np.array([ll for ll, _ in res[k:k + len(it.choices)]])
+        k += len(it.choices)
+        pred, pred_norm = (int(np.argmax(lls)),
+                           int(np.argmax(lls / np.array(
+                               [float(len(c)) for c in it.choices]))))
+        rows.append({"id": it.id, "lls": lls.tolist(), "gold": it.gold, "pred": pred,
+                     "pred_norm": pred_norm, "acc": float(pred == it.gold),
+                     "acc_norm": float(pred_norm == it.gold)})
     out: dict[str, Any] = {"task": task.name, "n": len(rows), "chance": task.chance}
     for m in ("acc", "acc_norm"):
         v = np.array([r[m] for r in rows])
-        out[m], out[m + "_stderr"] = float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+        out[m], out[m + "_stderr"] = (float(v.mean()),
+                                      float(v.std(ddof=1) / math.sqrt(len(v)))
+                                      if len(v) > 1 else 0.0)
     return {**out, "items": rows}
 
-def gpt_scorer(model: torch.nn.Module, encode: Callable[[str], list[int]], batch_size: int = 16,
-               prefix_id: int | None = None) -> Scorer:
+def gpt_scorer(model: torch.nn.Module, encode: Callable[[str], list[int]],
+               batch_size: int = 16, prefix_id: int | None = None) -> Scorer:
     "A scorer that runs `loglikelihoods` with `model`."
     return lambda reqs: loglikelihoods(model, encode, reqs, batch_size, prefix_id)
 
 def ngram_scorer(kn: Any) -> Scorer:
-    """A scorer for a byte n-gram model (chapter 7's `KneserNey`): the log-probability of the continuation's bytes
-    given the context's (only its last order - 1 bytes matter). It does not say whether the continuation is greedy."""
+    """A scorer for a byte n-gram model (chapter 7's `KneserNey`): the log-probability
+    of the continuation's bytes
+    given the context's (only its last order - 1 bytes matter). It does not say whether
+    the continuation is greedy."""
     def score(reqs: Sequence[Request]) -> list[tuple[float, bool]]:
         out = []
         for r in reqs:
             ctx = r.context.encode("utf-8")[-(kn.order - 1):] if kn.order > 1 else b""
-            out.append((float(kn.logprobs(ctx + r.continuation.encode("utf-8"))[len(ctx):].sum()), False))
+            out.append((float(kn.logprobs(ctx + r.continuation.encode("utf-8"))[len(
+                ctx):].sum()), False))
         return out
     return score
 
@@ -197,34 +236,43 @@ def _functions(text: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
     "Every function and method of a Python source text (none if it does not parse)."
     try: tree = ast.parse(text)
     except (SyntaxError, ValueError): return []
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return [n for n in ast.walk(tree) if isinstance(n,
+                                                    (ast.FunctionDef,
+                                                     ast.AsyncFunctionDef))]
 
 def _indent(line: str) -> int: return len(line) - len(line.lstrip())
 
 def _has_docstring(f: ast.AST) -> bool:
     b = getattr(f, "body", [])
-    return bool(b) and isinstance(b[0], ast.Expr) and isinstance(b[0].value, ast.Constant) and isinstance(b[0].value.value, str)
+    return (bool(b) and isinstance(b[0], ast.Expr)
+            and isinstance(b[0].value, ast.Constant)
+            and isinstance(b[0].value.value, str))
 
 def heldout_docs() -> list[Any]:
-    "The held-out split (chapter 1's `val` documents): the only text evaluation items are made from."
+    """The held-out split (chapter 1's `val` documents): the only text evaluation items
+    are made from."""
     from llm_from_scratch.data import load_corpus
     return list(load_corpus("val"))
 
 def training_text() -> str:
-    "The whole training split as one string, to check that an item's answer with its context never occurs in it."
+    """The whole training split as one string, to check that an item's answer with its
+    context never occurs in it."""
     from llm_from_scratch.data import iter_texts
     return "\n".join(iter_texts("train"))
 
 def _pick(candidates: list[dict], n: int, seed: int, train_text: str, n_choices: int,
           pool: dict[int, list[tuple[str, str]]]) -> list[dict]:
-    """Shuffle `candidates` (seeded), drop those whose `probe` occurs in the training text, and give the rest
-    `n_choices - 1` distractors from `pool` (answers at the same indentation, from other functions, all distinct)."""
+    """Shuffle `candidates` (seeded), drop those whose `probe` occurs in the training
+    text, and give the rest
+    `n_choices - 1` distractors from `pool` (answers at the same indentation, from other
+    functions, all distinct)."""
     rng, out = random.Random(seed), []
     rng.shuffle(candidates)
     for c in candidates:
         if len(out) == n: break
         if c["probe"] in train_text: continue
-        others = [a for fid, a in pool.get(c["indent"], []) if fid != c["fid"] and a.strip() != c["answer"].strip()]
+        others = [a for fid, a in pool.get(c["indent"], []) if fid != c["fid"]
+                  and a.strip() != c["answer"].strip()]
         distinct = list(dict.fromkeys(others))
         if len(distinct) < n_choices - 1: continue
         choices = rng.sample(distinct, n_choices - 1)
@@ -234,95 +282,134 @@ def _pick(candidates: list[dict], n: int, seed: int, train_text: str, n_choices:
         out.append({**c, "choices": choices, "gold": gold})
     return out
 
-def next_line_task(n: int, seed: int = 0, n_choices: int = 4, max_chars: int | None = None,
-                   docs: Sequence[Any] | None = None, train_text: str | None = None) -> MCTask:
-    """Which line comes next in a held-out function? The context is the function up to a one-line statement of its
-    body (at most `max_chars` long without its indentation, default 40 at test scale and 100 at book scale, so that
-    the answer fits a small model's block); the distractors are such lines of other held-out functions at the same
+def next_line_task(n: int, seed: int = 0, n_choices: int = 4,
+                   max_chars: int | None = None, docs: Sequence[Any] | None = None,
+                   train_text: str | None = None) -> MCTask:
+    """Which line comes next in a held-out function? The context is the function up to a
+    one-line statement of its
+    body (at most `max_chars` long without its indentation, default 40 at test scale and
+    100 at book scale, so that
+    the answer fits a small model's block); the distractors are such lines of other
+    held-out functions at the same
     indentation."""
     max_chars = max_chars or at_scale(40, 100)
-    docs, train_text = docs if docs is not None else heldout_docs(), train_text if train_text is not None else training_text()
+    docs, train_text = (docs if docs is not None else heldout_docs(),
+                        train_text if train_text is not None else training_text())
     cands, pool = [], {}
     for d in docs:
         lines = d.text.splitlines()
         for f in _functions(d.text):
-            start, fid = min([f.lineno] + [x.lineno for x in f.decorator_list]), f"{d.id}:{f.lineno}"
+            start, fid = (min([f.lineno] + [x.lineno for x in f.decorator_list]),
+                          f"{d.id}:{f.lineno}")
             skip = {f.body[0].lineno} if _has_docstring(f) else set()
             for s in ast.walk(f):
-                if not isinstance(s, ast.stmt) or s is f or s.lineno != s.end_lineno or s.lineno in skip: continue
-                if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): continue
+                if (not isinstance(s, ast.stmt) or s is f or s.lineno != s.end_lineno
+                        or s.lineno in skip):
+                    continue
+                if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
                 line = lines[s.lineno - 1]
-                if not 8 <= len(line.strip()) <= max_chars or line.rstrip() != line: continue
+                if not 8 <= len(line.strip()) <= max_chars or line.rstrip() != line:
+                    continue
                 pool.setdefault(_indent(line), []).append((fid, line))
                 ctx = "\n".join(lines[start - 1:s.lineno - 1]) + "\n"
-                cands.append({"id": f"{d.id}:{s.lineno}", "doc": d.id, "fid": fid, "indent": _indent(line),
-                              "context": ctx, "answer": line, "probe": lines[s.lineno - 2] + "\n" + line})
+                cands.append({"id": f"{d.id}:{s.lineno}", "doc": d.id, "fid": fid,
+                              "indent": _indent(line), "context": ctx, "answer": line,
+                              "probe": lines[s.lineno - 2] + "\n" + line})
     picked = _pick(cands, n, seed, train_text, n_choices, pool)
-    return MCTask("next_line", [MCItem(c["id"], c["context"], c["choices"], c["gold"], None,
-                                       {"doc": c["doc"], "probe": c["probe"]}) for c in picked], target_delimiter="",
-                  description="the next line of a held-out function among lines of other functions")
+    return MCTask("next_line", [MCItem(c["id"], c["context"], c["choices"], c["gold"],
+                                       None, {"doc": c["doc"], "probe": c["probe"]})
+                                for c in picked], target_delimiter="",
+                  description="the next line of a held-out function among lines of "
+                  "other functions")
 
-def docstring_task(n: int, seed: int = 0, n_choices: int = 4, max_chars: int | None = None,
-                   docs: Sequence[Any] | None = None, train_text: str | None = None) -> MCTask:
-    """Which docstring belongs to a held-out function? The context is the function's decorators and signature; the
-    choices are first lines of docstrings (at most `max_chars` long without indentation), the distractors from other
+def docstring_task(n: int, seed: int = 0, n_choices: int = 4,
+                   max_chars: int | None = None, docs: Sequence[Any] | None = None,
+                   train_text: str | None = None) -> MCTask:
+    """Which docstring belongs to a held-out function? The context is the function's
+    decorators and signature; the
+    choices are first lines of docstrings (at most `max_chars` long without
+    indentation), the distractors from other
     held-out functions at the same indentation."""
     max_chars = max_chars or at_scale(40, 100)
-    docs, train_text = docs if docs is not None else heldout_docs(), train_text if train_text is not None else training_text()
+    docs, train_text = (docs if docs is not None else heldout_docs(),
+                        train_text if train_text is not None else training_text())
     cands, pool = [], {}
     for d in docs:
         lines = d.text.splitlines()
         for f in _functions(d.text):
             if not _has_docstring(f): continue
-            start, fid, at = min([f.lineno] + [x.lineno for x in f.decorator_list]), f"{d.id}:{f.lineno}", f.body[0].lineno
+            start, fid, at = (min([f.lineno] + [x.lineno for x in f.decorator_list]),
+                              f"{d.id}:{f.lineno}", f.body[0].lineno)
             line = lines[at - 1]
-            if len(line.strip().strip("\"'rRbBuU")) < 10 or len(line.strip()) > max_chars: continue   # a lone quote says nothing
+            # a lone quote says nothing
+            if (len(line.strip().strip("\"'rRbBuU")) < 10
+                    or len(line.strip()) > max_chars):
+                continue
             pool.setdefault(_indent(line), []).append((fid, line))
-            cands.append({"id": f"{d.id}:{at}", "doc": d.id, "fid": fid, "indent": _indent(line),
-                          "context": "\n".join(lines[start - 1:at - 1]) + "\n", "answer": line,
+            cands.append({"id": f"{d.id}:{at}", "doc": d.id, "fid": fid,
+                          "indent": _indent(line), "context": "\n".join(
+                              lines[start - 1:at - 1]) + "\n", "answer": line,
                           "probe": lines[at - 2] + "\n" + line})
     picked = _pick(cands, n, seed, train_text, n_choices, pool)
-    return MCTask("docstring", [MCItem(c["id"], c["context"], c["choices"], c["gold"], None,
-                                       {"doc": c["doc"], "probe": c["probe"]}) for c in picked], target_delimiter="",
-                  description="the first line of a held-out function's docstring among other functions' docstrings")
+    return MCTask("docstring", [MCItem(c["id"], c["context"], c["choices"], c["gold"],
+                                       None, {"doc": c["doc"], "probe": c["probe"]})
+                                for c in picked], target_delimiter="",
+                  description="the first line of a held-out function's docstring "
+                  "among other functions' docstrings")
 
 def name_task(n: int, seed: int = 0, n_choices: int = 4, max_chars: int | None = None,
-              docs: Sequence[Any] | None = None, train_text: str | None = None) -> MCTask:
-    """Which name does a held-out function have? The choices are `def name` openings (the gold one and names of other
-    held-out functions at the same indentation), each scored by how likely the function's actual signature and body
-    (its first `max_chars` characters) become after it: lm-eval's multiple-input form, as in Winogrande."""
+              docs: Sequence[Any] | None = None,
+              train_text: str | None = None) -> MCTask:
+    """Which name does a held-out function have? The choices are `def name` openings
+    (the gold one and names of other
+    held-out functions at the same indentation), each scored by how likely the
+    function's actual signature and body
+    (its first `max_chars` characters) become after it: lm-eval's multiple-input form,
+    as in Winogrande."""
     max_chars = max_chars or at_scale(40, 100)
-    docs, train_text = docs if docs is not None else heldout_docs(), train_text if train_text is not None else training_text()
+    docs, train_text = (docs if docs is not None else heldout_docs(),
+                        train_text if train_text is not None else training_text())
     cands, pool = [], {}
     for d in docs:
         lines = d.text.splitlines()
         for f in _functions(d.text):
             line = lines[f.lineno - 1]
             head = line[:line.find(f.name) + len(f.name)] if f.name in line else ""
-            if not head.lstrip().startswith(("def ", "async def ")) or f.end_lineno - f.lineno < 2: continue
-            if f.name.startswith("__") and f.name.endswith("__"): continue          # dunders: too easy to guess
+            if (not head.lstrip().startswith(("def ", "async def "))
+                    or f.end_lineno - f.lineno < 2):
+                continue
+            # dunders: too easy to guess
+            if f.name.startswith("__") and f.name.endswith("__"): continue
             fid, rest = f"{d.id}:{f.lineno}", line[len(head):]
             body = "\n".join([rest] + lines[f.lineno:f.end_lineno])[:max_chars]
             pool.setdefault(_indent(line), []).append((fid, head))
-            cands.append({"id": fid, "doc": d.id, "fid": fid, "indent": _indent(line), "answer": head,
-                          "continuation": body, "probe": line + "\n" + lines[f.lineno]})
+            cands.append({"id": fid, "doc": d.id, "fid": fid, "indent": _indent(line),
+                          "answer": head, "continuation": body,
+                          "probe": line + "\n" + lines[f.lineno]})
     picked = _pick(cands, n, seed, train_text, n_choices, pool)
-    return MCTask("name", [MCItem(c["id"], "", c["choices"], c["gold"], c["continuation"],
-                                  {"doc": c["doc"], "probe": c["probe"]}) for c in picked], target_delimiter="",
-                  description="a held-out function's name among names of other functions, by the likelihood of its body")
+    return MCTask("name", [MCItem(c["id"], "", c["choices"], c["gold"],
+                                  c["continuation"], {"doc": c["doc"],
+                                                      "probe": c["probe"]})
+                           for c in picked], target_delimiter="",
+                  description="a held-out function's name among names of other "
+                  "functions, by the likelihood of its body")
 
 # %% ../nbs/13_evaluation.ipynb #74d8fd4b
 def cached_task(name: str, build: Callable[[], Any], n: int, seed: int = 0) -> Any:
-    "Task `name` (an `MCTask`, or the `GenTask` 'doctest') with `n` items and `seed`, built once from the held-out split and read back from the cache as JSON."
+    """Task `name` (an `MCTask`, or the `GenTask` 'doctest') with `n` items and `seed`,
+    built once from the held-out split and read back from the cache as JSON."""
     from llm_from_scratch.data import corpus_checksum
     key = f"eval/tasks/v2-{name}-n{n}-s{seed}-{corpus_checksum('val')[:12]}-{corpus_checksum('train')[:12]}.json"
     cls = GenTask if name == "doctest" else MCTask
-    return cls.from_json(cached(key, lambda tmp: tmp.write_text(build().to_json())).read_text())
+    return cls.from_json(cached(key, lambda tmp: tmp.write_text(
+        build().to_json())).read_text())
 
 # %% ../nbs/13_evaluation.ipynb #a4972e77
 @dataclass
 class SandboxResult:
-    "What a sandboxed program did: exit code (negative: killed by that signal), output, and whether time ran out."
+    """What a sandboxed program did: exit code (negative: killed by that signal),
+    output, and whether time ran out."""
     returncode: int
     stdout: str
     stderr: str
@@ -343,19 +430,24 @@ del _s, _name, _no_network
 _NET: dict[str, str] = {}
 
 def network_isolation() -> str:
-    """How the sandbox cuts the network: 'unshare' (a new, empty network namespace by `unshare -rn`, checked by
-    running it once) or 'prelude' (socket functions replaced before the program runs: a speed bump, not a wall)."""
+    """How the sandbox cuts the network: 'unshare' (a new, empty network namespace by
+    `unshare -rn`, checked by
+    running it once) or 'prelude' (socket functions replaced before the program runs: a
+    speed bump, not a wall)."""
     if "method" not in _NET:
         exe = shutil.which("unshare")
         ok = False
         if exe and sys.platform.startswith("linux"):
-            try: ok = subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=10).returncode == 0
+            try:
+                ok = subprocess.run([exe, "-rn", "true"], capture_output=True,
+                                    timeout=10).returncode == 0
             except (OSError, subprocess.SubprocessError): ok = False
         _NET["method"] = "unshare" if ok else "prelude"
     return _NET["method"]
 
 def _user_processes() -> int:
-    "How many processes this user runs now (RLIMIT_NPROC counts them all, not just the sandbox's)."
+    """How many processes this user runs now (RLIMIT_NPROC counts them all, not just the
+    sandbox's)."""
     uid, n = os.getuid(), 0
     for p in Path("/proc").iterdir():
         try: n += p.name.isdigit() and p.stat().st_uid == uid
@@ -363,7 +455,8 @@ def _user_processes() -> int:
     return n
 
 def _pids_cgroup(max_procs: int) -> Path | None:
-    "A fresh cgroup (v1 `pids` controller) capping the number of processes, where root may make one; else None."
+    """A fresh cgroup (v1 `pids` controller) capping the number of processes, where root
+    may make one; else None."""
     root = Path("/sys/fs/cgroup/pids")
     if os.geteuid() != 0 or not (root / "cgroup.procs").exists(): return None
     cg = root / f"llmfs-sandbox-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -378,58 +471,73 @@ def _pids_cgroup(max_procs: int) -> Path | None:
 def _remove_cgroup(cg: Path) -> None:
     for _ in range(50):
         try:
-            for pid in (cg / "cgroup.procs").read_text().split(): os.kill(int(pid), signal.SIGKILL)
+            for pid in (cg / "cgroup.procs").read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
             cg.rmdir(); return
         except (OSError, ValueError): time.sleep(0.02)
 
-def run_sandboxed(code: str, timeout: float = 10.0, files: dict[str, str] | None = None, stdin: str = "",
-                  cpu_seconds: int | None = None, memory_mb: int = 1024, file_mb: int = 16, max_procs: int = 32,
+def run_sandboxed(code: str, timeout: float = 10.0, files: dict[str, str] | None = None,
+                  stdin: str = "", cpu_seconds: int | None = None,
+                  memory_mb: int = 1024, file_mb: int = 16, max_procs: int = 32,
                   network: str | None = None) -> SandboxResult:
-    """Run Python `code` as `python -I main.py` in a fresh temporary folder (deleted afterwards, with `files` written
-    into it first) with an empty environment; resource limits on CPU seconds, address space, file size and processes;
-    no network (`network_isolation()`); killed with its whole process group after `timeout` wall-clock seconds."""
+    """Run Python `code` as `python -I main.py` in a fresh temporary folder (deleted
+    afterwards, with `files` written
+    into it first) with an empty environment; resource limits on CPU seconds, address
+    space, file size and processes;
+    no network (`network_isolation()`); killed with its whole process group after
+    `timeout` wall-clock seconds."""
     import resource
     method = network or network_isolation()
     cpu = cpu_seconds or max(1, math.ceil(timeout))
     cg = _pids_cgroup(max_procs)
     nproc = None if cg or os.geteuid() == 0 else _user_processes() + max_procs
-    limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)), (resource.RLIMIT_AS, (memory_mb << 20,) * 2),
-              (resource.RLIMIT_FSIZE, (file_mb << 20,) * 2), (resource.RLIMIT_CORE, (0, 0))]
+    limits = [(resource.RLIMIT_CPU, (cpu, cpu + 1)),
+              (resource.RLIMIT_AS, (memory_mb << 20,) * 2),
+              (resource.RLIMIT_FSIZE, (file_mb << 20,) * 2),
+              (resource.RLIMIT_CORE, (0, 0))]
     if nproc is not None: limits.append((resource.RLIMIT_NPROC, (nproc, nproc)))
-    def preexec() -> None:                      # runs in the child between fork and exec
+    def preexec() -> None:  # runs in the child between fork and exec
         if cg is not None: (cg / "cgroup.procs").write_text(str(os.getpid()))
         for which, value in limits: resource.setrlimit(which, value)
-    isolation = {"network": method, "processes": "cgroup pids.max" if cg else ("RLIMIT_NPROC" if nproc else "none"),
-                 "cpu_seconds": cpu, "memory_mb": memory_mb, "file_mb": file_mb}
+    isolation = {"network": method, "processes": "cgroup pids.max" if cg
+                 else ("RLIMIT_NPROC" if nproc else "none"), "cpu_seconds": cpu,
+                 "memory_mb": memory_mb, "file_mb": file_mb}
     with tempfile.TemporaryDirectory(prefix="llmfs-sandbox-") as d:
-        folder = Path(d) / "work"                    # the program's folder; its output goes beside it
+        folder = Path(d) / "work"  # the program's folder; its output goes beside it
         folder.mkdir()
         for name, text in (files or {}).items(): (folder / name).write_text(text)
-        (folder / "main.py").write_text((SOCKET_PRELUDE if method == "prelude" else "") + code)
+        (folder / "main.py").write_text((SOCKET_PRELUDE if method == "prelude"
+                                         else "") + code)
         cmd = [sys.executable, "-I", "main.py"]
-        if method == "unshare": cmd = [shutil.which("unshare") or "unshare", "-rn"] + cmd
+        if method == "unshare":
+            cmd = [shutil.which("unshare") or "unshare", "-rn"] + cmd
         t0, timed_out = time.perf_counter(), False
-        with open(Path(d) / "stdout", "w+b") as out, open(Path(d) / "stderr", "w+b") as err:
-            p = subprocess.Popen(cmd, cwd=folder, env={}, stdin=subprocess.PIPE, stdout=out, stderr=err,
-                                 preexec_fn=preexec, start_new_session=True)
+        with open(Path(d) / "stdout", "w+b") as out, open(
+            Path(d) / "stderr", "w+b") as err:
+            p = subprocess.Popen(cmd, cwd=folder, env={}, stdin=subprocess.PIPE,
+                                 stdout=out, stderr=err, preexec_fn=preexec,
+                                 start_new_session=True)
             try:
                 p.communicate(stdin.encode("utf-8"), timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
-                try: os.killpg(p.pid, signal.SIGKILL)          # the program and every child it left behind
+                # the program and every child it left behind
+                try: os.killpg(p.pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError): pass
                 p.wait()
                 if cg is not None: _remove_cgroup(cg)
             seconds = time.perf_counter() - t0
             out.seek(0); err.seek(0)
-            stdout, stderr = (f.read(file_mb << 20).decode("utf-8", "replace") for f in (out, err))
+            stdout, stderr = (f.read(file_mb << 20).decode("utf-8", "replace")
+                              for f in (out, err))
     return SandboxResult(p.returncode, stdout, stderr, timed_out, seconds, isolation)
 
 # %% ../nbs/13_evaluation.ipynb #04df3372
 @dataclass
 class GenItem:
-    "A generation item: the model continues `prompt`; `answer` is the expected text; `meta` says how to check it."
+    """A generation item: the model continues `prompt`; `answer` is the expected text;
+    `meta` says how to check it."""
     id: str
     prompt: str
     answer: str
@@ -444,16 +552,19 @@ class GenTask:
     description: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"name": self.name, "stop": self.stop, "description": self.description,
+        return json.dumps({"name": self.name, "stop": self.stop,
+                           "description": self.description,
                            "items": [asdict(it) for it in self.items]})
 
     @classmethod
     def from_json(cls, text: str) -> "GenTask":
         d = json.loads(text)
-        return cls(d["name"], [GenItem(**it) for it in d["items"]], d["stop"], d.get("description", ""))
+        return cls(d["name"], [GenItem(**it) for it in d["items"]], d["stop"],
+                   d.get("description", ""))
 
 def module_name(doc_id: str) -> str:
-    "The importable module a stdlib document is: 'stdlib:asyncio/base_events.py' -> 'asyncio.base_events'."
+    """The importable module a stdlib document is: 'stdlib:asyncio/base_events.py' ->
+    'asyncio.base_events'."""
     path = doc_id.split(":", 1)[-1].removesuffix(".py")
     return path.removesuffix("/__init__").replace("/", ".")
 
@@ -461,13 +572,16 @@ DOCTEST_RUNNER = '''import doctest, importlib, json, signal, sys
 def alarm(*_): raise TimeoutError("example took too long")
 signal.signal(signal.SIGALRM, alarm)
 class Runner(doctest.DocTestRunner):
-    def report_failure(self, out, test, example, got): self.failed_examples.append(example)
-    def report_unexpected_exception(self, out, test, example, exc_info): self.failed_examples.append(example)
+    def report_failure(self, out, test, example, got):
+        self.failed_examples.append(example)
+    def report_unexpected_exception(self, out, test, example, exc_info):
+        self.failed_examples.append(example)
 results = []
 for job in json.load(open("jobs.json")):
     try: globs = dict(vars(importlib.import_module(job["module"])))
     except BaseException as e: results.append(False); continue
-    examples = [doctest.Example(s, w) for s, w in job["setup"]] + [doctest.Example(job["source"], job["want"])]
+    examples = [doctest.Example(s, w) for s, w in job["setup"]]
+    examples.append(doctest.Example(job["source"], job["want"]))
     runner = Runner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     runner.failed_examples = []
     signal.alarm(2)
@@ -479,112 +593,160 @@ print(json.dumps(results))
 '''
 
 def check_doctests(jobs: Sequence[dict], timeout: float = 60.0) -> list[bool]:
-    """Whether each job {module, setup: [(source, want)], source, want}'s last example prints `want` when run after
-    its setup in the module's namespace, judged by doctest (ELLIPSIS, NORMALIZE_WHITESPACE), all in one sandbox."""
+    """Whether each job {module, setup: [(source, want)], source, want}'s last example
+    prints `want` when run after
+    its setup in the module's namespace, judged by doctest (ELLIPSIS,
+    NORMALIZE_WHITESPACE), all in one sandbox."""
     if not jobs: return []
-    res = run_sandboxed(DOCTEST_RUNNER, timeout=timeout, files={"jobs.json": json.dumps(list(jobs))})
+    res = run_sandboxed(DOCTEST_RUNNER, timeout=timeout,
+                        files={"jobs.json": json.dumps(list(jobs))})
     try: out = json.loads(res.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError): return [False] * len(jobs)
     return [bool(x) for x in out] if len(out) == len(jobs) else [False] * len(jobs)
 
-PROMPT_CHARS = 4000   # about 1000 tokens: the end of the file before the example is all a model reads
+# about 1000 tokens: the end of the file before the example is all a model reads
+PROMPT_CHARS = 4000
 
-def doctest_task(n: int, seed: int = 0, docs: Sequence[Any] | None = None, train_text: str | None = None) -> GenTask:
-    """Doctest examples of the held-out files whose source and expected output are one line each: the prompt is the
-    file up to the `>>>` line and the indentation of the output (its last `PROMPT_CHARS` characters, more than any of
+def doctest_task(n: int, seed: int = 0, docs: Sequence[Any] | None = None,
+                 train_text: str | None = None) -> GenTask:
+    """Doctest examples of the held-out files whose source and expected output are one
+    line each: the prompt is the
+    file up to the `>>>` line and the indentation of the output (its last `PROMPT_CHARS`
+    characters, more than any of
     the book's models sees); only examples that pass when run are kept."""
     import doctest
-    docs, train_text = docs if docs is not None else heldout_docs(), train_text if train_text is not None else training_text()
+    docs, train_text = (docs if docs is not None else heldout_docs(),
+                        train_text if train_text is not None else training_text())
     parser, by_file = doctest.DocTestParser(), {}
     for d in docs:
         try: tree = ast.parse(d.text)
         except (SyntaxError, ValueError): continue
         lines = d.text.splitlines()
         for node in ast.walk(tree):
-            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not _has_docstring(node):
+            if (not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                      ast.AsyncFunctionDef)) or not _has_docstring(
+                                          node)):
                 continue
             ds = node.body[0]
-            for i in range(ds.lineno, ds.end_lineno - 1):                # i: 0-based index of a `>>>` line
+            # i: 0-based index of a `>>>` line
+            for i in range(ds.lineno, ds.end_lineno - 1):
                 src, want = lines[i], lines[i + 1]
-                if not src.lstrip().startswith(">>> ") or _indent(want) != _indent(src) or not want.strip(): continue
-                if want.lstrip().startswith((">>>", "...")) or (i + 2 < len(lines) and lines[i + 2].strip()
-                                                               and _indent(lines[i + 2]) >= _indent(src)
-                                                               and not lines[i + 2].lstrip().startswith(">>>")): continue
-                try: examples = parser.get_examples("\n".join(lines[ds.lineno - 1:i + 2]) + "\n")
+                if (not src.lstrip().startswith(">>> ")
+                        or _indent(want) != _indent(src) or not want.strip()):
+                    continue
+                if (want.lstrip().startswith((">>>", "..."))
+                        or (i + 2 < len(lines) and lines[i + 2].strip()
+                            and _indent(lines[i + 2]) >= _indent(src)
+                            and not lines[i + 2].lstrip().startswith(">>>"))):
+                    continue
+                try:
+                    examples = parser.get_examples(
+                        "\n".join(lines[ds.lineno - 1:i + 2]) + "\n")
                 except ValueError: continue
-                if not examples or examples[-1].source.strip() != src.strip()[4:].strip(): continue
-                by_file.setdefault(d.id, []).append({
-                    "id": f"{d.id}:{i + 1}", "doc": d.id, "prompt": ("\n".join(lines[:i + 1]) + "\n" + " " * _indent(src))[-PROMPT_CHARS:],
-                    "answer": want.strip(), "probe": src + "\n" + want,
-                    "job": {"module": module_name(d.id), "setup": [(e.source, e.want) for e in examples[:-1]],
-                            "source": examples[-1].source, "want": examples[-1].want}})
+                if (not examples or examples[-1].source.strip()
+                        != src.strip()[4:].strip()):
+                    continue
+                by_file.setdefault(d.id, []).append(
+                    {"id": f"{d.id}:{i + 1}", "doc": d.id,
+                     "prompt": ("\n".join(lines[:i + 1]) + "\n" + " "
+                                * _indent(src))[-PROMPT_CHARS:], "answer": want.strip(),
+                     "probe": src + "\n" + want, "job": {
+                         "module": module_name(d.id), "setup": [
+                             (e.source, e.want) for e in examples[:-1]],
+                         "source": examples[-1].source, "want": examples[-1].want}})
     rng, queues = random.Random(seed), []
     for f in sorted(by_file):
         q = by_file[f]; rng.shuffle(q); queues.append(q)
     rng.shuffle(queues)
-    order = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]   # files in turn
+    # files in turn
+    order = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues
+             if k < len(q)]
     fresh = [c for c in order if c["probe"] not in train_text]
     items: list[GenItem] = []
     for b in range(0, len(fresh), max(n, 16)):
         batch = fresh[b:b + max(n, 16)]
         for c, ok in zip(batch, check_doctests([c["job"] for c in batch])):
             if ok and len(items) < n:
-                items.append(GenItem(c["id"], c["prompt"], c["answer"], {"doc": c["doc"], "probe": c["probe"], **c["job"]}))
+                items.append(GenItem(c["id"], c["prompt"], c["answer"],
+                                     {"doc": c["doc"], "probe": c["probe"],
+                                      **c["job"]}))
         if len(items) == n: break
-    return GenTask("doctest", items, "\n", "the output of a held-out doctest example, checked by running it")
+    return GenTask("doctest", items, "\n",
+                   "the output of a held-out doctest example, checked by running it")
 
 @torch.no_grad()
-def generate_answers(model: torch.nn.Module, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
-                     task: GenTask, max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
-    """Greedy completions of each prompt of `task` (cut from the left to leave `max_new_tokens` of the block free),
+def generate_answers(model: torch.nn.Module, encode: Callable[[str], list[int]],
+                     decode: Callable[[list[int]], str], task: GenTask,
+                     max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
+    """Greedy completions of each prompt of `task` (cut from the left to leave
+    `max_new_tokens` of the block free),
     trimmed at the task's stop string."""
-    from llm_from_scratch.generate import Sampling, generate_tokens    # chapter 9: KV cache, left-padded batches
+    # chapter 9: KV cache, left-padded batches
+    from llm_from_scratch.generate import Sampling, generate_tokens
     keep = model.cfg.block_size - max_new_tokens
-    if keep < 1: raise UserError(f"max_new_tokens={max_new_tokens} leaves no room in a block of {model.cfg.block_size}",
-                                 "ask for fewer new tokens")
+    if keep < 1:
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} leaves no room in a block of "
+            f"{model.cfg.block_size}", "ask for fewer new tokens")
     ids, outs = [encode(it.prompt)[-keep:] for it in task.items], []
-    stop = (lambda row: task.stop in decode(row)) if task.stop else None  # a row ends once its text reaches the stop
+    # a row ends once its text reaches the stop
+    stop = (lambda row: task.stop in decode(row)) if task.stop else None
     for b in range(0, len(ids), batch_size):
-        rows = generate_tokens(model, ids[b:b + batch_size], max_new_tokens, Sampling(temperature=0), stop=stop)
-        outs += [decode(r).split(task.stop)[0] if task.stop else decode(r) for r in rows]
+        rows = generate_tokens(model, ids[b:b + batch_size], max_new_tokens,
+                               Sampling(temperature=0), stop=stop)
+        outs += [decode(r).split(task.stop)[0] if task.stop else decode(r)
+                 for r in rows]
     return outs
 
 def ngram_generate(kn: Any, task: GenTask, max_new_bytes: int = 48) -> list[str]:
-    "Greedy completions by a byte n-gram model: at each step the byte of highest probability after the last order-1 bytes."
+    """Greedy completions by a byte n-gram model: at each step the byte of highest
+    probability after the last order-1 bytes."""
     outs, k, cand = [], max(kn.order - 1, 0), np.arange(256, dtype=np.uint8)
     for it in task.items:
         text = it.prompt.encode("utf-8")
         new = b""
         for _ in range(max_new_bytes):
             ctx = (text + new)[-k:] if k else b""
-            probe = np.concatenate([np.tile(np.frombuffer(ctx, np.uint8), (256, 1)), cand[:, None]], 1).tobytes()
-            nxt = int(np.argmax(kn.logprobs(probe)[len(ctx)::len(ctx) + 1]))   # each candidate after the same context
+            probe = np.concatenate([np.tile(np.frombuffer(ctx, np.uint8), (256, 1)),
+                                    cand[:, None]], 1).tobytes()
+            # each candidate after the same context
+            nxt = int(np.argmax(kn.logprobs(probe)[len(ctx)::len(ctx) + 1]))
             if bytes([nxt]) == task.stop.encode(): break
             new += bytes([nxt])
         outs.append(new.decode("utf-8", "replace").split(task.stop)[0])
     return outs
 
-def score_generation(task: GenTask, outputs: Sequence[str], execute: bool = True) -> dict[str, Any]:
-    """Exact match of each output (stripped) with the expected answer and, with `execute`, whether the output passes
-    when the example is run in the sandbox (doctest's comparison, which forgives whitespace and `...`)."""
+def score_generation(task: GenTask, outputs: Sequence[str],
+                     execute: bool = True) -> dict[str, Any]:
+    """Exact match of each output (stripped) with the expected answer and, with
+    `execute`, whether the output passes
+    when the example is run in the sandbox (doctest's comparison, which forgives
+    whitespace and `...`)."""
     exact = [o.strip() == it.answer.strip() for it, o in zip(task.items, outputs)]
-    runs = check_doctests([{k: it.meta[k] for k in ("module", "setup", "source")} | {"want": o.strip() + "\n"}
-                           for it, o in zip(task.items, outputs)]) if execute else [None] * len(outputs)
+    runs = (check_doctests([{k: it.meta[k] for k in ("module", "setup", "source")}
+                            | {"want": o.strip() + "\n"}
+                            for it, o in zip(task.items, outputs)]) if execute
+            else [None] * len(outputs))
     rows = [{"id": it.id, "output": o, "answer": it.answer, "exact": e, "passes": r}
             for it, o, e, r in zip(task.items, outputs, exact, runs)]
-    return {"task": task.name, "n": len(rows), "exact_match": float(np.mean(exact)) if rows else 0.0,
-            "pass_rate": float(np.mean(runs)) if rows and execute else None, "items": rows}
+    return {"task": task.name, "n": len(rows),
+            "exact_match": float(np.mean(exact)) if rows else 0.0,
+            "pass_rate": float(np.mean(runs)) if rows and execute else None,
+            "items": rows}
 
 # %% ../nbs/13_evaluation.ipynb #4c00adf6
-FIELD_MAPS: dict[str, dict[str, str]] = {        # lm-eval-style JSONL layouts: which field holds what
+# lm-eval-style JSONL layouts: which field holds what
+FIELD_MAPS: dict[str, dict[str, str]] = {
     "hellaswag": {"context": "ctx", "choices": "endings", "gold": "label"},
-    "arc": {"context": "question", "choices": "choices.text", "gold": "answerKey", "labels": "choices.label"},
+    "arc": {"context": "question", "choices": "choices.text", "gold": "answerKey",
+            "labels": "choices.label"},
     "piqa": {"context": "goal", "choices": "sol1|sol2", "gold": "label"},
     "generic": {"context": "context", "choices": "choices", "gold": "gold"},
 }
 
 def _field(record: dict, path: str) -> Any:
-    "A value by dotted path ('choices.text'); 'a|b' collects several fields into a list."
+    """A value by dotted path ('choices.text'); 'a|b' collects several fields into a
+    list."""
     if "|" in path: return [_field(record, p) for p in path.split("|")]
     v: Any = record
     for part in path.split("."):
@@ -592,65 +754,93 @@ def _field(record: dict, path: str) -> Any:
         v = v[part]
     return v
 
-def read_mc_jsonl(path: str | Path, fields: str | dict[str, str] = "generic", name: str | None = None,
-                  target_delimiter: str = " ", limit: int | None = None) -> MCTask:
-    """A multiple-choice task from a JSONL file in a standard layout: `fields` names a preset of `FIELD_MAPS`
-    (HellaSwag's `ctx`/`endings`/`label`, ARC, PIQA) or maps context, choices, gold (and labels) to field paths."""
+def read_mc_jsonl(path: str | Path, fields: str | dict[str, str] = "generic",
+                  name: str | None = None, target_delimiter: str = " ",
+                  limit: int | None = None) -> MCTask:
+    """A multiple-choice task from a JSONL file in a standard layout: `fields` names a
+    preset of `FIELD_MAPS`
+    (HellaSwag's `ctx`/`endings`/`label`, ARC, PIQA) or maps context, choices, gold (and
+    labels) to field paths."""
     from llm_from_scratch.data import jsonl_records
     fmap = FIELD_MAPS.get(fields) if isinstance(fields, str) else fields
-    if fmap is None: raise UserError(f"unknown JSONL layout {fields!r}", f"use one of {sorted(FIELD_MAPS)} or a dict of fields")
+    if fmap is None:
+        raise UserError(f"unknown JSONL layout {fields!r}",
+                        f"use one of {sorted(FIELD_MAPS)} or a dict of fields")
     items = []
     for line_no, rec in jsonl_records(path):
         try:
-            ctx, choices, gold = (_field(rec, fmap[k]) for k in ("context", "choices", "gold"))
+            ctx, choices, gold = (_field(rec, fmap[k])
+                                  for k in ("context", "choices", "gold"))
             if "labels" in fmap: gold = list(_field(rec, fmap["labels"])).index(gold)
             gold = int(gold)
         except (KeyError, ValueError, TypeError) as e:
-            raise UserError(f"{path}:{line_no}: no usable {e} for layout {fields if isinstance(fields, str) else fmap}",
-                            "check the file's field names or pass fields={'context': ..., 'choices': ..., 'gold': ...}") from None
-        if not 0 <= gold < len(choices): raise UserError(f"{path}:{line_no}: gold index {gold} outside {len(choices)} choices",
-                                                         "fix the label")
-        items.append(MCItem(str(rec.get("id", line_no)), str(ctx), [str(c) for c in choices], gold))
+            raise UserError(
+                f"{path}:{line_no}: no usable {e} for layout "
+                f"{fields if isinstance(fields, str) else fmap}",
+                 "check the file's field names or pass fields={'context': ..., "
+                "'choices': ..., 'gold': ...}") from None
+        if not 0 <= gold < len(choices):
+            raise UserError(
+                f"{path}:{line_no}: gold index {gold} outside {len(choices)} choices",
+                "fix the label")
+        items.append(MCItem(str(rec.get("id", line_no)), str(ctx),
+                            [str(c) for c in choices], gold))
         if limit and len(items) == limit: break
     return MCTask(name or Path(path).stem, items, target_delimiter)
 
 def write_mc_jsonl(task: MCTask, path: str | Path) -> Path:
-    "Write a single-input task as generic JSONL (context, choices, gold), the layout `lm_eval_yaml` reads."
+    """Write a single-input task as generic JSONL (context, choices, gold), the layout
+    `lm_eval_yaml` reads."""
     if any(it.continuation is not None for it in task.items):
-        raise UserError(f"task {task.name} has multiple-input items", "write only single-input tasks as JSONL")
-    return atomic_write(path, "".join(json.dumps({"id": it.id, "context": it.context, "choices": it.choices,
-                                                  "gold": it.gold}) + "\n" for it in task.items))
+        raise UserError(f"task {task.name} has multiple-input items",
+                        "write only single-input tasks as JSONL")
+    return atomic_write(path, "".join(json.dumps(
+        {"id": it.id, "context": it.context, "choices": it.choices, "gold": it.gold})
+                                      + "\n" for it in task.items))
 
 def lm_eval_yaml(task_name: str, jsonl: str | Path, target_delimiter: str = " ") -> str:
-    "A task config for lm-evaluation-harness that reads a `write_mc_jsonl` file: the same requests, acc and acc_norm."
+    """A task config for lm-evaluation-harness that reads a `write_mc_jsonl` file: the
+    same requests, acc and acc_norm."""
     return "\n".join([f"task: {task_name}", "dataset_path: json", "dataset_kwargs:",
-                      f"  data_files: {{test: {json.dumps(str(jsonl))}}}", "test_split: test",
-                      "output_type: multiple_choice", "doc_to_text: context", "doc_to_choice: choices",
-                      "doc_to_target: gold", f"target_delimiter: {json.dumps(target_delimiter)}",
+                      f"  data_files: {{test: {json.dumps(str(jsonl))}}}",
+                      "test_split: test", "output_type: multiple_choice",
+                      "doc_to_text: context", "doc_to_choice: choices",
+                      "doc_to_target: gold",
+                      f"target_delimiter: {json.dumps(target_delimiter)}",
                       "metric_list:", "  - metric: acc", "  - metric: acc_norm", ""])
 
 # %% ../nbs/13_evaluation.ipynb #1475bd69
-def lm_eval_parity(model: torch.nn.Module, tok: Any, task: MCTask, folder: str | Path, batch_size: int = 4) -> dict[str, Any]:
-    """Our log-likelihoods, acc and acc_norm against lm-evaluation-harness's `hf` model on `task` and the same weights,
-    both in float64: `model` and `tok` are written in Hugging Face's layout (chapter 9's `save_hf`) into `folder` with
-    the task's JSONL and YAML. Returns the largest log-likelihood difference, per-item agreement and both timings."""
+def lm_eval_parity(model: torch.nn.Module, tok: Any, task: MCTask, folder: str | Path,
+                   batch_size: int = 4) -> dict[str, Any]:
+    """Our log-likelihoods, acc and acc_norm against lm-evaluation-harness's `hf` model
+    on `task` and the same weights,
+    both in float64: `model` and `tok` are written in Hugging Face's layout (chapter 9's
+    `save_hf`) into `folder` with
+    the task's JSONL and YAML. Returns the largest log-likelihood difference, per-item
+    agreement and both timings."""
     import copy
     import lm_eval
     from lm_eval.tasks import TaskManager
     from llm_from_scratch.hf import save_hf
-    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
+                      TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     folder = Path(folder)
     m64 = copy.deepcopy(model).double().eval()
     hf_dir = save_hf(m64, folder / "model", tokenizer=tok)
     write_mc_jsonl(task, folder / "task.jsonl")
-    (folder / "task.yaml").write_text(lm_eval_yaml("llmfs_parity", folder / "task.jsonl", task.target_delimiter))
+    (folder / "task.yaml").write_text(lm_eval_yaml("llmfs_parity",
+                                                   folder / "task.jsonl",
+                                                   task.target_delimiter))
     t0 = time.perf_counter()
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={hf_dir},dtype=float64", tasks=["llmfs_parity"],
-                                  task_manager=TaskManager(include_path=str(folder)), batch_size=batch_size,
+    out = lm_eval.simple_evaluate(model="hf",
+                                  model_args=f"pretrained={hf_dir},dtype=float64",
+                                  tasks=["llmfs_parity"], task_manager=TaskManager(
+                                      include_path=str(folder)), batch_size=batch_size,
                                   device="cpu", log_samples=True, num_fewshot=0)
     theirs_s, t0 = time.perf_counter() - t0, time.perf_counter()
     enc = lambda s: tok.encode(s, allowed_special="all")
-    ours = score_multiple_choice(task, lambda reqs: loglikelihoods(m64, enc, reqs, batch_size))
+    ours = score_multiple_choice(task, lambda reqs: loglikelihoods(
+        m64, enc, reqs, batch_size))
     ours_s = time.perf_counter() - t0
     samples = sorted(out["samples"]["llmfs_parity"], key=lambda s: s["doc_id"])
     diff, same_acc, same_requests = 0.0, True, True
@@ -658,73 +848,99 @@ def lm_eval_parity(model: torch.nn.Module, tok: Any, task: MCTask, folder: str |
         theirs = np.array([float(r[0]) for r in s["filtered_resps"]])
         diff = max(diff, float(np.abs(theirs - np.array(mine["lls"])).max()))
         same_acc &= (s["acc"], s["acc_norm"]) == (mine["acc"], mine["acc_norm"])
-        same_requests &= [tuple(a) for a in s["arguments"]] == [(r.context, r.continuation) for r in task.requests(it)]
+        same_requests &= ([tuple(a) for a in s["arguments"]]
+                          == [(r.context, r.continuation) for r in task.requests(it)])
     res = out["results"]["llmfs_parity"]
-    return {"items": len(samples), "requests": sum(len(it.choices) for it in task.items), "max_abs_diff": diff,
-            "items_equal": same_acc, "contexts_equal": same_requests, "ours": (ours["acc"], ours["acc_norm"]),
-            "theirs": (res["acc,none"], res["acc_norm,none"]), "ours_s": ours_s, "theirs_s": theirs_s}
+    return {"items": len(samples), "requests": sum(
+        len(it.choices) for it in task.items), "max_abs_diff": diff,
+            "items_equal": same_acc, "contexts_equal": same_requests,
+            "ours": (ours["acc"], ours["acc_norm"]),
+            "theirs": (res["acc,none"], res["acc_norm,none"]), "ours_s": ours_s,
+            "theirs_s": theirs_s}
 
 # %% ../nbs/13_evaluation.ipynb #18518c87
 class Judge(Protocol):
-    "Anything that reads a question and two answers and says which is better: 'A', 'B' or 'tie'."
+    """Anything that reads a question and two answers and says which is better: 'A', 'B'
+    or 'tie'."""
     def __call__(self, question: str, answer_a: str, answer_b: str) -> str: ...
 
 JUDGE_TEMPLATE = ("Question:\n{question}\n\nAnswer A:\n{a}\n\nAnswer B:\n{b}\n\n"
                   "Which answer is better, A or B? The better answer is")
 
 class LocalJudge:
-    "One of our GPTs as judge: after `JUDGE_TEMPLATE`, is ' A' or ' B' the more likely next text?"
-    def __init__(self, model: torch.nn.Module, encode: Callable[[str], list[int]], template: str = JUDGE_TEMPLATE):
+    """One of our GPTs as judge: after `JUDGE_TEMPLATE`, is ' A' or ' B' the more likely
+    next text?"""
+    def __init__(self, model: torch.nn.Module, encode: Callable[[str], list[int]],
+                 template: str = JUDGE_TEMPLATE):
         self.model, self.encode, self.template = model, encode, template
 
     def __call__(self, question: str, answer_a: str, answer_b: str) -> str:
         prompt = self.template.format(question=question, a=answer_a, b=answer_b)
-        (la, _), (lb, _) = loglikelihoods(self.model, self.encode, [Request(prompt, " A"), Request(prompt, " B")])
+        (la, _), (lb, _) = loglikelihoods(self.model, self.encode,
+                                          [Request(prompt, " A"),
+                                           Request(prompt, " B")])
         return "A" if la > lb else "B" if lb > la else "tie"
 
 class LikelihoodJudge:
-    "Not a judge prompt: prefers the answer the model finds more likely after the question (per character)."
+    """Not a judge prompt: prefers the answer the model finds more likely after the
+    question (per character)."""
     def __init__(self, model: torch.nn.Module, encode: Callable[[str], list[int]]):
         self.model, self.encode = model, encode
 
     def __call__(self, question: str, answer_a: str, answer_b: str) -> str:
-        (la, _), (lb, _) = loglikelihoods(self.model, self.encode, [Request(question, answer_a), Request(question, answer_b)])
+        (la, _), (lb, _) = loglikelihoods(self.model, self.encode,
+                                          [Request(question, answer_a),
+                                           Request(question, answer_b)])
         la, lb = la / max(len(answer_a), 1), lb / max(len(answer_b), 1)
         return "A" if la > lb else "B" if lb > la else "tie"
 
 class EndpointJudge:
-    """A judge behind an OpenAI-compatible chat endpoint (`base_url` such as https://api.openai.com/v1 or a local
-    server's /v1), asked with `JUDGE_TEMPLATE` for one letter; the key is read from the environment variable `api_key_env`."""
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 template: str = JUDGE_TEMPLATE):
-        self.base_url, self.model, self.api_key_env, self.timeout, self.template = base_url.rstrip("/"), model, api_key_env, timeout, template
+    """A judge behind an OpenAI-compatible chat endpoint (`base_url` such as
+    https://api.openai.com/v1 or a local
+    server's /v1), asked with `JUDGE_TEMPLATE` for one letter; the key is read from the
+    environment variable `api_key_env`."""
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 60.0, template: str = JUDGE_TEMPLATE):
+        self.base_url, self.model, self.api_key_env, self.timeout, self.template = (
+            base_url.rstrip("/"), model, api_key_env, timeout, template)
 
     def __call__(self, question: str, answer_a: str, answer_b: str) -> str:
         import urllib.error, urllib.request
-        prompt = self.template.format(question=question, a=answer_a, b=answer_b) + " (reply with the letter A or B only)"
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 2}
+        prompt = (self.template.format(question=question, a=answer_a, b=answer_b)
+                  + " (reply with the letter A or B only)")
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0, "max_tokens": 2}
         headers = {"Content-Type": "application/json"}
-        if os.environ.get(self.api_key_env): headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
-        req = urllib.request.Request(self.base_url + "/chat/completions", json.dumps(body).encode(), headers)
+        if os.environ.get(self.api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[self.api_key_env]}"
+        req = urllib.request.Request(self.base_url + "/chat/completions",
+                                     json.dumps(body).encode(), headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r: reply = json.loads(r.read())
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                reply = json.loads(r.read())
         except (urllib.error.URLError, OSError, json.JSONDecodeError) as e:
-            raise UserError(f"the judge endpoint {self.base_url} failed: {e}",
-                            f"check base_url, the model name and ${self.api_key_env}") from None
-        text = (reply.get("choices") or [{}])[0].get("message", {}).get("content", "").strip().upper()
+            raise UserError(
+                f"the judge endpoint {self.base_url} failed: {e}",
+                f"check base_url, the model name and ${self.api_key_env}") from None
+        text = (reply.get("choices") or [{}])[0].get("message", {}).get(
+            "content", "").strip().upper()
         return text[0] if text[:1] in ("A", "B") else "tie"
 
 def judge_pair(judge: Judge, question: str, first: str, second: str) -> str:
-    """Judge the pair both ways round: 'first' or 'second' only when both orders agree; anything else ('tie', or a
+    """Judge the pair both ways round: 'first' or 'second' only when both orders agree;
+    anything else ('tie', or a
     verdict that follows the position rather than the answer) is a 'tie'."""
     v1, v2 = judge(question, first, second), judge(question, second, first)
     if (v1, v2) == ("A", "B"): return "first"
     if (v1, v2) == ("B", "A"): return "second"
     return "tie"
 
-def calibrate_judge(judge: Judge, pairs: Sequence[tuple[str, str, str]]) -> dict[str, float]:
-    """A judge against known answers: `pairs` of (question, better, worse). Agreement: share judged right (both
-    orders); position-consistent: share whose two verdicts agree; prefers A: share of single verdicts that are 'A'."""
+def calibrate_judge(judge: Judge, pairs: Sequence[tuple[str, str,
+                                                        str]]) -> dict[str, float]:
+    """A judge against known answers: `pairs` of (question, better, worse). Agreement:
+    share judged right (both
+    orders); position-consistent: share whose two verdicts agree; prefers A: share of
+    single verdicts that are 'A'."""
     right = wrong = consistent = said_a = 0
     for q, good, bad in pairs:
         v1, v2 = judge(q, good, bad), judge(q, bad, good)
@@ -732,27 +948,37 @@ def calibrate_judge(judge: Judge, pairs: Sequence[tuple[str, str, str]]) -> dict
         consistent += {v1, v2} == {"A", "B"}
         right += (v1, v2) == ("A", "B"); wrong += (v1, v2) == ("B", "A")
     n = max(len(pairs), 1)
-    return {"pairs": len(pairs), "agreement": right / n, "wrong": wrong / n, "ties": (len(pairs) - right - wrong) / n,
+    return {"pairs": len(pairs), "agreement": right / n, "wrong": wrong / n,
+            "ties": (len(pairs) - right - wrong) / n,
             "position-consistent": consistent / n, "prefers A": said_a / (2 * n)}
 
 # %% ../nbs/13_evaluation.ipynb #c0797628
-def default_tasks(n: int | None = None, n_doctest: int | None = None, seed: int = 0) -> list[MCTask | GenTask]:
-    "The chapter's four tasks from the held-out split, cached: next line, docstring, name (multiple choice) and doctest."
+def default_tasks(n: int | None = None, n_doctest: int | None = None,
+                  seed: int = 0) -> list[MCTask | GenTask]:
+    """The chapter's four tasks from the held-out split, cached: next line, docstring,
+    name (multiple choice) and doctest."""
     n, n_doctest = n or at_scale(60, 500), n_doctest or at_scale(40, 500)
     state: dict[str, Any] = {}
     def inputs() -> dict:
         if not state: state.update(docs=heldout_docs(), train_text=training_text())
         return state
-    return [cached_task("next_line", lambda: next_line_task(n, seed, **inputs()), n, seed),
-            cached_task("docstring", lambda: docstring_task(n, seed, **inputs()), n, seed),
-            cached_task("name", lambda: name_task(n, seed, **inputs()), n, seed),
-            cached_task("doctest", lambda: doctest_task(n_doctest, seed, **inputs()), n_doctest, seed)]
+    return [cached_task("next_line", lambda: next_line_task(n, seed, **inputs()), n,
+                        seed), cached_task("docstring",
+                                           lambda: docstring_task(n, seed, **inputs()),
+                                           n, seed), cached_task(
+                                               "name", lambda: name_task(
+                                                   n, seed, **inputs()), n, seed),
+            cached_task("doctest", lambda: doctest_task(n_doctest, seed, **inputs()),
+                        n_doctest, seed)]
 
-def eval_report(models: dict[str, torch.nn.Module], tasks: Sequence[MCTask | GenTask] | None = None,
-                out_dir: str | Path | None = None, baseline: bool = True, progress: bool = False,
-                batch_size: int = 16) -> list[dict[str, Any]]:
-    """Every model of `models` (our GPTs, on the book's tokenizer) on held-out bits per byte and every task (acc and
-    acc_norm, or exact match and pass rate), with a chance row and the n-gram baseline; written to `out_dir` as
+def eval_report(models: dict[str, torch.nn.Module],
+                tasks: Sequence[MCTask | GenTask] | None = None,
+                out_dir: str | Path | None = None, baseline: bool = True,
+                progress: bool = False, batch_size: int = 16) -> list[dict[str, Any]]:
+    """Every model of `models` (our GPTs, on the book's tokenizer) on held-out bits per
+    byte and every task (acc and
+    acc_norm, or exact match and pass rate), with a chance row and the n-gram baseline;
+    written to `out_dir` as
     `report.md`, `report.json` and `report.png` when given. Returns the rows."""
     from llm_from_scratch.core import Progress
     from llm_from_scratch.data import iter_texts
@@ -763,29 +989,36 @@ def eval_report(models: dict[str, torch.nn.Module], tasks: Sequence[MCTask | Gen
     enc = lambda s: tok.encode(s, allowed_special="all")
     rows = [{"model": "chance", "held-out bpb": None}]
     for t in tasks:
-        if isinstance(t, MCTask): rows[0].update({f"{t.name} acc": t.chance, f"{t.name} acc_norm": t.chance})
+        if isinstance(t, MCTask):
+            rows[0].update({f"{t.name} acc": t.chance, f"{t.name} acc_norm": t.chance})
         else: rows[0].update({f"{t.name} exact": 0.0, f"{t.name} pass": 0.0})
     entries: list[tuple[str, Any]] = list(models.items())
     if baseline: entries.append(("n-gram", None))
-    bar = Progress(len(entries) * (len(tasks) + 1), "evaluation", "scores", mode="auto" if progress else "none")
+    bar = Progress(len(entries) * (len(tasks) + 1), "evaluation", "scores",
+                   mode="auto" if progress else "none")
     for name, model in entries:
         if model is None:
             kn = ngram_baseline()
             name = f"Kneser-Ney {kn.order}-gram"
-            row = {"model": name, "held-out bpb": kn.bits_per_byte("".join(iter_texts("val")).encode("utf-8"))}
+            row = {"model": name, "held-out bpb": kn.bits_per_byte(
+                "".join(iter_texts("val")).encode("utf-8"))}
             scorer, gen = ngram_scorer(kn), lambda t: ngram_generate(kn, t)
         else:
             row = {"model": name, "held-out bpb": heldout_bpb(model)["bpb"]}
             scorer = gpt_scorer(model, enc, batch_size, tok.eot_id)
-            gen = lambda t, m=model: generate_answers(m, enc, tok.decode, t, min(24, m.cfg.block_size // 2), batch_size)
+            gen = lambda t, m=model: generate_answers(m, enc, tok.decode, t,
+                                                      min(24, m.cfg.block_size // 2),
+                                                      batch_size)
         bar.update()
         for t in tasks:
             if isinstance(t, MCTask):
                 r = score_multiple_choice(t, scorer)
-                row.update({f"{t.name} acc": r["acc"], f"{t.name} acc_norm": r["acc_norm"]})
+                row.update({f"{t.name} acc": r["acc"],
+                            f"{t.name} acc_norm": r["acc_norm"]})
             else:
                 r = score_generation(t, gen(t))
-                row.update({f"{t.name} exact": r["exact_match"], f"{t.name} pass": r["pass_rate"]})
+                row.update({f"{t.name} exact": r["exact_match"],
+                            f"{t.name} pass": r["pass_rate"]})
             bar.set(model=name); bar.update()
         rows.append(row)
     bar.close()
@@ -793,12 +1026,15 @@ def eval_report(models: dict[str, torch.nn.Module], tasks: Sequence[MCTask | Gen
     return rows
 
 def report_markdown(rows: Sequence[dict], tasks: Sequence[MCTask | GenTask]) -> str:
-    "The report's rows as a markdown table (bits per byte to three decimals, shares in percent), items per task below."
+    """The report's rows as a markdown table (bits per byte to three decimals, shares in
+    percent), items per task below."""
     cols = list(rows[0])
     fmt = lambda k, v: "" if v is None else f"{v:.3f}" if k == "held-out bpb" else f"{100 * v:.1f}%"
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join([r["model"]] + [fmt(k, r.get(k)) for k in cols[1:]]) + " |" for r in rows]
-    lines += ["", "Items: " + ", ".join(f"{t.name} {len(t.items)}" for t in tasks) + "."]
+    lines += ["| " + " | ".join([r["model"]] + [fmt(k, r.get(k)) for k in cols[1:]])
+              + " |" for r in rows]
+    lines += ["", "Items: " + ", ".join(f"{t.name} {len(t.items)}" for t in tasks)
+              + "."]
     return "\n".join(lines) + "\n"
 
 def report_figure(rows: Sequence[dict]) -> Any:
@@ -806,14 +1042,18 @@ def report_figure(rows: Sequence[dict]) -> Any:
     import matplotlib.pyplot as plt
     metrics = [k for k in rows[0] if k != "model"]
     ncols = min(5, len(metrics)); nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5, 0.25 * len(rows) * nrows + 0.9 * nrows), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols,
+                             figsize=(6.5, 0.25 * len(rows) * nrows + 0.9 * nrows),
+                             sharey=True, squeeze=False)
     for ax in axes.flat[len(metrics):]: ax.axis("off")
     for ax, m in zip(axes.flat, metrics):
         vals = [r.get(m) for r in rows]
-        ax.barh(range(len(rows)), [v or 0 for v in vals], color=[f"C{i}" for i in range(len(rows))])
+        ax.barh(range(len(rows)), [v or 0 for v in vals],
+                color=[f"C{i}" for i in range(len(rows))])
         for i, v in enumerate(vals):
-            if v is not None: ax.text(v, i, f" {v:.2f}" if m == "held-out bpb" else f" {v:.0%}", va="center", fontsize=7)
+            if v is not None:
+                ax.text(v, i, f" {v:.2f}" if m == "held-out bpb" else f" {v:.0%}",
+                        va="center", fontsize=7)
         ax.set_title(m, fontsize=7.5); ax.tick_params(labelsize=7)
         ax.set_xlim(0, max([v or 0 for v in vals] + [1e-9]) * 1.45); ax.set_xticks([])
     for row in axes: row[0].set_yticks(range(len(rows)), [r["model"] for r in rows])
@@ -821,12 +1061,15 @@ def report_figure(rows: Sequence[dict]) -> Any:
     fig.tight_layout()
     return fig
 
-def write_report(rows: Sequence[dict], tasks: Sequence[MCTask | GenTask], out_dir: str | Path) -> Path:
-    "Write `report.md`, `report.json` and `report.png` into `out_dir`; return the folder."
+def write_report(rows: Sequence[dict], tasks: Sequence[MCTask | GenTask],
+                 out_dir: str | Path) -> Path:
+    """Write `report.md`, `report.json` and `report.png` into `out_dir`; return the
+    folder."""
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "report.md", report_markdown(rows, tasks))
-    atomic_write(out / "report.json", json.dumps({"rows": list(rows), "items": {t.name: len(t.items) for t in tasks}}, indent=1))
+    atomic_write(out / "report.json", json.dumps(
+        {"rows": list(rows), "items": {t.name: len(t.items) for t in tasks}}, indent=1))
     fig = report_figure(rows)
     atomic_write(out / "report.png", lambda f: fig.savefig(f, format="png", dpi=300))
     plt.close(fig)

@@ -22,17 +22,21 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    "Keep, per row, the smallest set of most likely tokens whose probability reaches `p`; the rest get -inf."
+    """Keep, per row, the smallest set of most likely tokens whose probability reaches
+    `p`; the rest get -inf."""
     if not 0.0 < p <= 1.0: raise ValueError(f"top_p must be in (0, 1], got {p}")
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     cum = sorted_logits.softmax(-1).cumsum(-1)
-    drop = cum - sorted_logits.softmax(-1) >= p        # the mass *before* this token already reaches p
+    # the mass *before* this token already reaches p
+    drop = cum - sorted_logits.softmax(-1) >= p
     sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+def sample_next(logits: torch.Tensor, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    "Pick the next token id of each row of `logits` (B, V): greedy when temperature == 0, else sampled."
+    """Pick the next token id of each row of `logits` (B, V): greedy when temperature ==
+    0, else sampled."""
     if temperature < 0: raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0: return logits.argmax(-1)
     logits = logits.float() / temperature
@@ -41,9 +45,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 @torch.no_grad()
-def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, generator: torch.Generator | None = None, eot_id: int | None = None) -> torch.Tensor:
-    "Extend token ids `idx` (B, T) by up to `max_new_tokens`, feeding the last block_size tokens back each step."
+def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, generator: torch.Generator | None = None,
+             eot_id: int | None = None) -> torch.Tensor:
+    """Extend token ids `idx` (B, T) by up to `max_new_tokens`, feeding the last
+    block_size tokens back each step."""
     was_training = model.training
     model.eval()
     try:
@@ -70,13 +77,17 @@ from .model import GPTConfig
 
 # %% ../nbs/09_inference.ipynb #9f6d1bbb
 class KVCache:
-    """Keys and values of every layer for up to `max_len` positions, allocated once: `k` and `v` are each
+    """Keys and values of every layer for up to `max_len` positions, allocated once: `k`
+    and `v` are each
     (n_layer, B, n_head, max_len, head_dim). The first `len` positions are filled."""
-    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int | None = None, dtype: torch.dtype = torch.float32,
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int | None = None,
+                 dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None):
         max_len = cfg.block_size if max_len is None else max_len
         if not 0 < max_len <= cfg.block_size:
-            raise ValueError(f"a cache holds 1 to block_size={cfg.block_size} positions, asked for {max_len}")
+            raise ValueError(
+                f"a cache holds 1 to block_size={cfg.block_size} positions, asked for "
+                f"{max_len}")
         shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -85,55 +96,73 @@ class KVCache:
     @property
     def max_len(self) -> int: return self.k.shape[3]
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write layer `layer`'s keys and values (B, H, T, hd) at positions len .. len + T - 1 and return the keys and
-        values of all positions so far (B, H, len + T, hd). `cached_forward` advances `len` after the last layer."""
+    def update(self, layer: int, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write layer `layer`'s keys and values (B, H, T, hd) at positions len .. len +
+        T - 1 and return the keys and
+        values of all positions so far (B, H, len + T, hd). `cached_forward` advances
+        `len` after the last layer."""
         end = self.len + k.shape[2]
-        if end > self.max_len: raise ValueError(f"the cache holds {self.max_len} positions, {end} needed")
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} positions, {end} needed")
         self.k[layer, :, :, self.len:end] = k
         self.v[layer, :, :, self.len:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def nbytes(self) -> int:
-        "Bytes the cache holds: 2 x layers x batch x heads x max_len x head size x bytes per number."
+        """Bytes the cache holds: 2 x layers x batch x heads x max_len x head size x
+        bytes per number."""
         return self.k.nbytes + self.v.nbytes
 
 # %% ../nbs/09_inference.ipynb #181cf665
-def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache, positions: torch.Tensor | None = None,
+def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache,
+                   positions: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The GPT's forward pass for tokens `idx` (B, T) that follow the `cache.len` tokens already in `cache`: logits
-    (B, T, vocab). Each layer's keys and values are added to the cache; the queries attend to all of it. By default
-    the tokens sit at positions len .. len + T - 1 and attend causally; left-padded batches pass their own
+    """The GPT's forward pass for tokens `idx` (B, T) that follow the `cache.len` tokens
+    already in `cache`: logits
+    (B, T, vocab). Each layer's keys and values are added to the cache; the queries
+    attend to all of it. By default
+    the tokens sit at positions len .. len + T - 1 and attend causally; left-padded
+    batches pass their own
     `positions` (B, T) and `mask` (B, 1, T, len + T; True = may attend)."""
     B, T = idx.shape
     start = cache.len
-    pos = positions if positions is not None else start                    # for RoPE: first position, or (B, T)
+    # for RoPE: first position, or (B, T)
+    pos = positions if positions is not None else start
     x = model.emb.tok(idx)                                                 # (B, T, d)
-    if model.emb.positions == "learned":                                   # GPT-2: add the position table's rows
-        x = x + model.emb.pos(positions if positions is not None else torch.arange(start, start + T, device=idx.device))
+    if model.emb.positions == "learned":  # GPT-2: add the position table's rows
+        x = (x + model.emb.pos(positions if positions is not None
+                               else torch.arange(start, start + T, device=idx.device)))
     x = model.emb.drop(x)
-    if mask is None and T > 1: mask = causal_mask(T, start + T, device=idx.device)  # (T, len + T)
+    # (T, len + T)
+    if mask is None and T > 1: mask = causal_mask(T, start + T, device=idx.device)
     for i, block in enumerate(model.blocks):
         attn = block.attn
-        q, k, v = attn.heads(block.norm1(x), pos)                          # (B, H, T, hd), rotated at their positions
-        k, v = cache.update(i, k, v)                                       # (B, H, len + T, hd): cached and new
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)        # (B, H, T, hd)
+        # (B, H, T, hd), rotated at their positions
+        q, k, v = attn.heads(block.norm1(x), pos)
+        k, v = cache.update(i, k, v)  # (B, H, len + T, hd): cached and new
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         x = x + attn.resid_drop(attn.proj(attn.merge_heads(y)))           # (B, T, d)
         x = x + block.mlp(block.norm2(x))                                  # (B, T, d)
     cache.len += T
-    return model.lm_head(model.norm_f(x))                                 # (B, T, vocab)
+    return model.lm_head(model.norm_f(x))  # (B, T, vocab)
 
 # %% ../nbs/09_inference.ipynb #7661084d
-def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL's repetition penalty (Keskar et al., 2019), as Hugging Face applies it: the logits (B, V) of the tokens
-    already in each row's text (`seen`, a (B, V) bool mask) are divided by `penalty` when positive, else multiplied."""
+def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor,
+                       penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al., 2019), as Hugging Face applies it: the
+    logits (B, V) of the tokens
+    already in each row's text (`seen`, a (B, V) bool mask) are divided by `penalty`
+    when positive, else multiplied."""
     if penalty <= 0: raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
     if penalty == 1.0: return logits
-    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+    return torch.where(seen, torch.where(logits > 0, logits / penalty,
+                                         logits * penalty), logits)
 
 @dataclass
 class Sampling:
-    "How the next token is chosen: greedy when temperature is 0; `seed` seeds one generator per row."
+    """How the next token is chosen: greedy when temperature is 0; `seed` seeds one
+    generator per row."""
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -141,68 +170,91 @@ class Sampling:
     seed: int | None = None
 
     def generators(self, n: int) -> list[torch.Generator | None]:
-        "Generators for `n` rows, seeded seed, seed + 1, ...: a row's samples do not depend on the other rows."
+        """Generators for `n` rows, seeded seed, seed + 1, ...: a row's samples do not
+        depend on the other rows."""
         if self.seed is None: return [None] * n
         return [torch.Generator().manual_seed(self.seed + b) for b in range(n)]
 
-def choose(logits: torch.Tensor, seen: torch.Tensor, s: Sampling, gens: Sequence[torch.Generator | None]) -> torch.Tensor:
-    "The next token of each row (B,) from last-position logits (B, V): the penalty, then chapter 5's `sample_next`."
+def choose(logits: torch.Tensor, seen: torch.Tensor, s: Sampling,
+           gens: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """The next token of each row (B,) from last-position logits (B, V): the penalty,
+    then chapter 5's `sample_next`."""
     logits = repetition_penalty(logits.float(), seen, s.repetition_penalty)
     if s.temperature == 0: return logits.argmax(-1)
-    return torch.cat([sample_next(logits[b:b + 1], s.temperature, s.top_k, s.top_p, g) for b, g in enumerate(gens)])
+    return torch.cat([sample_next(logits[b:b + 1], s.temperature, s.top_k, s.top_p,
+                                  g) for b, g in enumerate(gens)])
 
 # %% ../nbs/09_inference.ipynb #cd98900b
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "Token ids (B, T) with the prompts right-aligned, and how many pads each row has on its left (B,)."
-    if not prompts or any(len(p) == 0 for p in prompts): raise ValueError("every prompt needs at least one token")
+def left_pad(prompts: Sequence[Sequence[int]],
+             pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, T) with the prompts right-aligned, and how many pads each row has
+    on its left (B,)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
     T = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
-    for b, p in enumerate(prompts): ids[b, T - len(p):] = torch.as_tensor(p, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, T - len(p):] = torch.as_tensor(p, dtype=torch.long)
     return ids, torch.tensor([T - len(p) for p in prompts])
 
-def pad_positions_mask(pads: torch.Tensor, T: int, S: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For T new tokens in slots S - T .. S - 1 of left-padded rows with `pads` (B,) pads each: their positions (B, T),
-    counted from each row's first real token, and the attention mask (B, 1, T, S): causal, with no pad key (a pad
+def pad_positions_mask(pads: torch.Tensor, T: int,
+                       S: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For T new tokens in slots S - T .. S - 1 of left-padded rows with `pads` (B,)
+    pads each: their positions (B, T),
+    counted from each row's first real token, and the attention mask (B, 1, T, S):
+    causal, with no pad key (a pad
     query sees itself, so that no row of the softmax is empty)."""
-    slots = torch.arange(S - T, S, device=pads.device)                       # (T,) slots of the new tokens
+    slots = torch.arange(S - T, S, device=pads.device)  # (T,) slots of the new tokens
     keys = torch.arange(S, device=pads.device)                               # (S,)
     positions = (slots[None, :] - pads[:, None]).clamp(min=0)               # (B, T)
     causal = keys[None, None, :] <= slots[None, :, None]                     # (1, T, S)
-    real = (keys[None, :] >= pads[:, None])[:, None, :]                      # (B, 1, S): not a pad
+    real = (keys[None, :] >= pads[:, None])[:, None, :]  # (B, 1, S): not a pad
     itself = keys[None, None, :] == slots[None, :, None]                     # (1, T, S)
-    return positions, (causal & (real | itself))[:, None]                   # (B, T), (B, 1, T, S)
+    return positions, (causal & (real | itself))[:, None]  # (B, T), (B, 1, T, S)
 
 # %% ../nbs/09_inference.ipynb #5a276951
-@torch.inference_mode()                # like no_grad, and tensors skip autograd's version counters: a few % faster
-def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None = None,
+# like no_grad, and tensors skip autograd's version counters: a few % faster
+@torch.inference_mode()
+def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+           sampling: Sampling | None = None,
            use_cache: bool = True) -> Iterator[torch.Tensor]:
-    """Yield the next token of every row (B,) at each of up to `max_new_tokens` steps. Rows are left-padded and
-    masked, so each gets the tokens it would get alone. With `use_cache` the prompts run once (prefill) and each step
-    runs one token per row (decode), starting the cache again from the last half block when it is full; without,
+    """Yield the next token of every row (B,) at each of up to `max_new_tokens` steps.
+    Rows are left-padded and
+    masked, so each gets the tokens it would get alone. With `use_cache` the prompts run
+    once (prefill) and each step
+    runs one token per row (decode), starting the cache again from the last half block
+    when it is full; without,
     every step runs the last block of tokens again, as chapter 5's `generate` does."""
     s = sampling or Sampling()
     cfg, p0 = model.cfg, next(model.parameters())
     ids, pads = (t.to(p0.device) for t in left_pad(prompts))              # (B, T), (B,)
     B, gens = ids.shape[0], s.generators(ids.shape[0])
-    seen = torch.zeros(B, cfg.vocab_size, dtype=torch.bool, device=p0.device)   # tokens in each row's text
+    # tokens in each row's text
+    seen = torch.zeros(B, cfg.vocab_size, dtype=torch.bool, device=p0.device)
     for b, p in enumerate(prompts): seen[b, torch.as_tensor(p, device=p0.device)] = True
     was_training, cache = model.training, None
     model.eval()
     try:
         for step in range(max_new_tokens):
-            if not use_cache or cache is None or cache.len == cache.max_len:   # run a whole context (prefill)
-                keep = min(ids.shape[1], cfg.block_size if not use_cache or cache is None else cfg.block_size // 2)
-                ctx = ids[:, -keep:]                                           # (B, keep)
-                cpads = (pads - (ids.shape[1] - keep)).clamp(min=0)           # (B,) pads left in view
+            # run a whole context (prefill)
+            if not use_cache or cache is None or cache.len == cache.max_len:
+                keep = min(ids.shape[1], cfg.block_size if not use_cache
+                           or cache is None else cfg.block_size // 2)
+                ctx = ids[:, -keep:]  # (B, keep)
+                # (B,) pads left in view
+                cpads = (pads - (ids.shape[1] - keep)).clamp(min=0)
                 if not use_cache and not bool(cpads.any()):
-                    logits = model(ctx)                                        # chapter 5's forward: (B, keep, V)
+                    logits = model(ctx)  # chapter 5's forward: (B, keep, V)
                 else:
-                    room = min(cfg.block_size, keep + max_new_tokens - step) if use_cache else keep
+                    room = (min(cfg.block_size, keep + max_new_tokens - step)
+                            if use_cache else keep)
                     cache = KVCache(cfg, B, room, p0.dtype, p0.device)
-                    pm = pad_positions_mask(cpads, keep, keep) if bool(cpads.any()) else (None, None)
-                    logits = cached_forward(model, ctx, cache, *pm)           # (B, keep, V)
-            else:                                                              # decode: one token per row
-                pm = pad_positions_mask(cpads, 1, cache.len + 1) if bool(cpads.any()) else (None, None)
+                    pm = (pad_positions_mask(cpads, keep, keep)
+                          if bool(cpads.any()) else (None, None))
+                    logits = cached_forward(model, ctx, cache, *pm)  # (B, keep, V)
+            else:  # decode: one token per row
+                pm = (pad_positions_mask(cpads, 1, cache.len + 1)
+                      if bool(cpads.any()) else (None, None))
                 logits = cached_forward(model, ids[:, -1:], cache, *pm)      # (B, 1, V)
             nxt = choose(logits[:, -1], seen, s, gens)                         # (B,)
             seen[torch.arange(B, device=p0.device), nxt] = True
@@ -212,10 +264,13 @@ def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sa
         model.train(was_training)
 
 # %% ../nbs/09_inference.ipynb #888527d0
-def generate_tokens(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Sampling | None = None,
-                    eot_id: int | None = None, stop: Callable[[list[int]], bool] | None = None,
+def generate_tokens(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                    sampling: Sampling | None = None,
+                    eot_id: int | None = None, stop: Callable[[list[int]], bool]
+                    | None = None,
                     use_cache: bool = True) -> list[list[int]]:
-    """The tokens generated for each prompt: up to `max_new_tokens`, a row ending before its first `eot_id` or after
+    """The tokens generated for each prompt: up to `max_new_tokens`, a row ending before
+    its first `eot_id` or after
     the token at which `stop(row_tokens)` is true; the loop ends when every row has."""
     out, done = [[] for _ in prompts], [False] * len(prompts)
     for nxt in stream(model, prompts, max_new_tokens, sampling, use_cache):
@@ -231,20 +286,26 @@ def _cut(text: str, stop: Sequence[str]) -> int:
     "Where `text` reaches its first stop sequence (len(text) if none)."
     return min([i for i in (text.find(s) for s in stop) if i >= 0], default=len(text))
 
-def complete(model: GPT, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompts: Sequence[str],
-             max_new_tokens: int, sampling: Sampling | None = None, stop: Sequence[str] = (), eot_id: int | None = None,
+def complete(model: GPT, encode: Callable[[str], list[int]],
+             decode: Callable[[list[int]], str], prompts: Sequence[str],
+             max_new_tokens: int, sampling: Sampling | None = None,
+             stop: Sequence[str] = (), eot_id: int | None = None,
              use_cache: bool = True) -> list[str]:
-    "The completion of each text prompt, generated as one batch and cut before its first stop sequence."
+    """The completion of each text prompt, generated as one batch and cut before its
+    first stop sequence."""
     ids = [encode(p) for p in prompts]
     hit = (lambda row: _cut(decode(row), stop) < len(decode(row))) if stop else None
     rows = generate_tokens(model, ids, max_new_tokens, sampling, eot_id, hit, use_cache)
     return [t[:_cut(t, stop)] for t in (decode(r) for r in rows)]
 
-def stream_text(model: GPT, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompt: str,
-                max_new_tokens: int, sampling: Sampling | None = None, stop: Sequence[str] = (),
+def stream_text(model: GPT, encode: Callable[[str], list[int]],
+                decode: Callable[[list[int]], str], prompt: str, max_new_tokens: int,
+                sampling: Sampling | None = None, stop: Sequence[str] = (),
                 eot_id: int | None = None) -> Iterator[str]:
-    """Pieces of the completion of `prompt` as they are generated. Text is released once it decodes to whole
-    characters, except an end that could be the start of a stop sequence; the completion ends before its first one."""
+    """Pieces of the completion of `prompt` as they are generated. Text is released once
+    it decodes to whole
+    characters, except an end that could be the start of a stop sequence; the completion
+    ends before its first one."""
     ids, sent, text = [], 0, ""
     for nxt in stream(model, [encode(prompt)], max_new_tokens, sampling):
         t = int(nxt[0])
@@ -252,42 +313,53 @@ def stream_text(model: GPT, encode: Callable[[str], list[int]], decode: Callable
         ids.append(t)
         text = decode(ids)
         end = _cut(text, stop)
-        if end < len(text):                                  # a stop sequence: send what comes before it, and end
+        if end < len(text):  # a stop sequence: send what comes before it, and end
             if end > sent: yield text[sent:end]
             return
-        held = max([k for x in stop for k in range(1, len(x)) if text.endswith(x[:k])], default=0)  # may begin a stop
-        safe = len(text) - held - (1 if text.endswith("\ufffd") else 0)   # U+FFFD: an unfinished UTF-8 character
+        # may begin a stop
+        held = max([k for x in stop for k in range(1, len(x)) if text.endswith(x[:k])],
+                   default=0)
+        # U+FFFD: an unfinished UTF-8 character
+        safe = len(text) - held - (1 if text.endswith("\ufffd") else 0)
         if safe > sent:
             yield text[sent:safe]
             sent = safe
     if len(text) > sent: yield text[sent:]
 
 # %% ../nbs/09_inference.ipynb #9090a45d
-def generation_speed(model: GPT, new_tokens: int, use_cache: bool = True, prompt_len: int = 16, batch_size: int = 1,
+def generation_speed(model: GPT, new_tokens: int, use_cache: bool = True,
+                     prompt_len: int = 16, batch_size: int = 1,
                      repeats: int = 1, seed: int = 0) -> float:
-    "Tokens per second of greedy generation of `new_tokens` after random prompts of `prompt_len` tokens (best of `repeats`)."
+    """Tokens per second of greedy generation of `new_tokens` after random prompts of
+    `prompt_len` tokens (best of `repeats`)."""
     g = torch.Generator().manual_seed(seed)
-    prompts = torch.randint(model.cfg.vocab_size, (batch_size, prompt_len), generator=g).tolist()
+    prompts = torch.randint(model.cfg.vocab_size, (batch_size, prompt_len),
+                            generator=g).tolist()
     best = math.inf
     for _ in range(repeats):
         t = time.perf_counter()
-        for _ in stream(model, prompts, new_tokens, Sampling(temperature=0), use_cache): pass
+        for _ in stream(model, prompts, new_tokens, Sampling(temperature=0), use_cache):
+            pass
         best = min(best, time.perf_counter() - t)
     return batch_size * new_tokens / best
 
 # %% ../nbs/09_inference.ipynb #2592f2d6
 @dataclass
 class Generator:
-    "A model in evaluation mode with the encoder and decoder of the text it was trained on."
+    """A model in evaluation mode with the encoder and decoder of the text it was
+    trained on."""
     model: GPT
     encode: Callable[[str], list[int]]
     decode: Callable[[list[int]], str]
     eot_id: int | None
     name: str
 
-def load_generator(checkpoint: str | Path | None = None, data: str | None = None) -> Generator:
-    """The model of `checkpoint` (a run folder or its `ckpt.pt`; default: the book's base model) with its tokenizer:
-    the book's, or for a character-level run the characters of `data` (`char:PATH`, the file it was trained on)."""
+def load_generator(checkpoint: str | Path | None = None,
+                   data: str | None = None) -> Generator:
+    """The model of `checkpoint` (a run folder or its `ckpt.pt`; default: the book's
+    base model) with its tokenizer:
+    the book's, or for a character-level run the characters of `data` (`char:PATH`, the
+    file it was trained on)."""
     from llm_from_scratch.checkpoint import load_checkpoint
     from llm_from_scratch.core import UserError
     from llm_from_scratch.train import load_data
@@ -296,30 +368,39 @@ def load_generator(checkpoint: str | Path | None = None, data: str | None = None
         from llm_from_scratch.tokenizer import default_tokenizer
         model, card = base_model()
         tok = default_tokenizer()
-        return Generator(model, lambda s: tok.encode(s, allowed_special="all"), tok.decode, tok.eot_id, card["name"])
+        return Generator(model, lambda s: tok.encode(s, allowed_special="all"),
+                         tok.decode, tok.eot_id, card["name"])
     path = Path(checkpoint)
     if path.is_dir(): path = path / "ckpt.pt"
     if not path.exists():
-        raise UserError(f"no checkpoint at {path}", "give a run folder written by 'llmfs train' or its ckpt.pt", code=2)
+        raise UserError(f"no checkpoint at {path}",
+                        "give a run folder written by 'llmfs train' or its ckpt.pt",
+                        code=2)
     try: state = load_checkpoint(path)
-    except Exception as e:                                   # damaged, foreign, or a pickle that would run code
-        raise UserError(f"{path} is damaged or not a checkpoint of this book ({type(e).__name__})",
-                        "give a checkpoint written by 'llmfs train'", code=2) from None
+    except Exception as e:  # damaged, foreign, or a pickle that would run code
+        raise UserError(
+            f"{path} is damaged or not a checkpoint of this book ({type(e).__name__})",
+            "give a checkpoint written by 'llmfs train'", code=2) from None
     try:
         model = GPT(GPTConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path} does not hold a model this version can build ({type(e).__name__})",
-                        "train it again with this version of llmfs", code=2) from None
+        raise UserError(
+            f"{path} does not hold a model this version can build ({type(e).__name__})",
+            "train it again with this version of llmfs", code=2) from None
     name = state.get("data", {}).get("id", {}).get("name", "")
     if name.startswith("char:") and data is None:
-        raise UserError(f"{path} was trained on the characters of {name[5:]}", f"pass --data char:PATH/TO/{name[5:]}", code=2)
+        raise UserError(f"{path} was trained on the characters of {name[5:]}",
+                        f"pass --data char:PATH/TO/{name[5:]}", code=2)
     d = load_data(data or "default")
     if d.vocab_size != model.cfg.vocab_size:
-        raise UserError(f"{path} has a vocabulary of {model.cfg.vocab_size}, but {data or 'the book tokenizer'} has "
-                        f"{d.vocab_size}", "pass the --data it was trained on", code=2)
+        raise UserError(
+            f"{path} has a vocabulary of {model.cfg.vocab_size}, but "
+            f"{data or 'the book tokenizer'} has " f"{d.vocab_size}",
+            "pass the --data it was trained on", code=2)
     eot = None
     if not name.startswith("char:"):
         from llm_from_scratch.tokenizer import default_tokenizer
         eot = default_tokenizer().eot_id
-    return Generator(model.eval(), d.encode, d.decode, eot, f"{path.parent.name} ({model.num_params() / 1e6:.1f}M parameters)")
+    return Generator(model.eval(), d.encode, d.decode, eot,
+                     f"{path.parent.name} ({model.num_params() / 1e6:.1f}M parameters)")

@@ -19,19 +19,29 @@ from .model import GPT, GPTConfig
 
 
 # %% ../nbs/05_gpt.ipynb #b243db93
-_HF_LAYER = {"norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias", "attn.qkv.weight": "attn.c_attn.weight",
-             "attn.qkv.bias": "attn.c_attn.bias", "attn.proj.weight": "attn.c_proj.weight", "attn.proj.bias": "attn.c_proj.bias",
-             "norm2.weight": "ln_2.weight", "norm2.bias": "ln_2.bias", "mlp.fc.weight": "mlp.c_fc.weight",
-             "mlp.fc.bias": "mlp.c_fc.bias", "mlp.proj.weight": "mlp.c_proj.weight", "mlp.proj.bias": "mlp.c_proj.bias"}
-_HF_TOP = {"emb.tok.weight": "wte.weight", "emb.pos.weight": "wpe.weight", "norm_f.weight": "ln_f.weight", "norm_f.bias": "ln_f.bias"}
-_HF_TRANSPOSED = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight")
-_GPT2_SHAPE = dict(norm="layernorm", mlp="gelu", gelu_approximate="tanh", pos="learned", qk_norm=False, bias=True,
-                   tie_weights=True, mlp_hidden=None)
+_HF_LAYER = {"norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias",
+             "attn.qkv.weight": "attn.c_attn.weight",
+             "attn.qkv.bias": "attn.c_attn.bias",
+             "attn.proj.weight": "attn.c_proj.weight",
+             "attn.proj.bias": "attn.c_proj.bias",
+             "norm2.weight": "ln_2.weight", "norm2.bias": "ln_2.bias",
+             "mlp.fc.weight": "mlp.c_fc.weight",
+             "mlp.fc.bias": "mlp.c_fc.bias", "mlp.proj.weight": "mlp.c_proj.weight",
+             "mlp.proj.bias": "mlp.c_proj.bias"}
+_HF_TOP = {"emb.tok.weight": "wte.weight", "emb.pos.weight": "wpe.weight",
+           "norm_f.weight": "ln_f.weight", "norm_f.bias": "ln_f.bias"}
+_HF_TRANSPOSED = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc.weight",
+                  "mlp.proj.weight")
+_GPT2_SHAPE = dict(norm="layernorm", mlp="gelu", gelu_approximate="tanh", pos="learned",
+                   qk_norm=False, bias=True, tie_weights=True, mlp_hidden=None)
 
 def _check_gpt2_shaped(cfg: GPTConfig):
     bad = {k: getattr(cfg, k) for k, v in _GPT2_SHAPE.items() if getattr(cfg, k) != v}
-    if bad: raise ValueError(f"only the GPT-2 architecture maps onto Hugging Face's GPT2 layout; these fields differ "
-                             f"from it: {bad} (GPT-2 uses {({k: _GPT2_SHAPE[k] for k in bad})}).")
+    if bad:
+        raise ValueError(
+            f"only the GPT-2 architecture maps onto Hugging Face's GPT2 layout; these "
+            f"fields differ " f"from it: {bad} (GPT-2 uses "
+            f"{({k: _GPT2_SHAPE[k] for k in bad})}).")
 
 def _hf_name(ours: str) -> tuple[str, bool]:
     if ours in _HF_TOP: return "transformer." + _HF_TOP[ours], False
@@ -41,14 +51,18 @@ def _hf_name(ours: str) -> tuple[str, bool]:
 def hf_gpt2_config(cfg: GPTConfig) -> dict[str, Any]:
     "The `config.json` Hugging Face's GPT2LMHeadModel needs for a model of shape `cfg`."
     _check_gpt2_shaped(cfg)
-    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
-            "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
-            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "tie_word_embeddings": True,
-            "bos_token_id": cfg.vocab_size - 1, "eos_token_id": cfg.vocab_size - 1}
+    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size,
+            "n_ctx": cfg.block_size, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new",
+            "layer_norm_epsilon": cfg.norm_eps, "resid_pdrop": cfg.dropout,
+            "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+            "tie_word_embeddings": True, "bos_token_id": cfg.vocab_size - 1,
+            "eos_token_id": cfg.vocab_size - 1}
 
 def hf_gpt2_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    "Our GPT-2-shaped model's weights under Hugging Face GPT2LMHeadModel's names and layout (tied head omitted)."
+    """Our GPT-2-shaped model's weights under Hugging Face GPT2LMHeadModel's names and
+    layout (tied head omitted)."""
     _check_gpt2_shaped(model.cfg)
     out = {}
     for name, t in model.state_dict().items():
@@ -58,27 +72,35 @@ def hf_gpt2_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 def save_hf_gpt2(model: GPT, directory: str | Path) -> Path:
-    "Write `model.safetensors` and `config.json` in Hugging Face's GPT-2 layout into `directory`."
+    """Write `model.safetensors` and `config.json` in Hugging Face's GPT-2 layout into
+    `directory`."""
     from safetensors.torch import save_file
     directory = Path(directory); directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(hf_gpt2_state_dict(model), str(tmp), metadata={"format": "pt"})
-    atomic_write(directory / "config.json", json.dumps(hf_gpt2_config(model.cfg), indent=2))
+    atomic_write(directory / "config.json",
+                 json.dumps(hf_gpt2_config(model.cfg), indent=2))
     return directory
 
 def gpt_from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> GPT:
-    "Build our GPT of shape `cfg` from a Hugging Face GPT-2 state dict (with or without the `transformer.` prefix)."
+    """Build our GPT of shape `cfg` from a Hugging Face GPT-2 state dict (with or
+    without the `transformer.` prefix)."""
     _check_gpt2_shaped(cfg)
-    sd = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): v for k, v in sd.items()}
+    sd = {(k if k.startswith(("transformer.", "lm_head."))
+           else "transformer." + k): v for k, v in sd.items()}
     model = GPT(cfg)
     ours = {}
     for name, p in model.state_dict().items():
         if name == "lm_head.weight": continue
         hf, transpose = _hf_name(name)
-        if hf not in sd: raise KeyError(f"the Hugging Face state dict has no {hf!r} (needed for our {name!r}).")
+        if hf not in sd:
+            raise KeyError(
+                f"the Hugging Face state dict has no {hf!r} (needed for our {name!r}).")
         t = sd[hf].t() if transpose else sd[hf]
         if t.shape != p.shape:
-            raise ValueError(f"{hf}: shape {tuple(sd[hf].shape)} does not fit {name} {tuple(p.shape)} of config {cfg}.")
+            raise ValueError(
+                f"{hf}: shape {tuple(sd[hf].shape)} does not fit {name} "
+                f"{tuple(p.shape)} of config {cfg}.")
         ours[name] = t
     ours["lm_head.weight"] = ours["emb.tok.weight"]
     model.load_state_dict(ours)
@@ -86,26 +108,35 @@ def gpt_from_hf_state_dict(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> GPT:
 
 def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
     "Our GPTConfig for a Hugging Face GPT-2 `config.json` dict."
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"activation {hf['activation_function']!r} is not GPT-2's tanh GELU.")
-    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"], n_layer=hf["n_layer"],
-                     n_head=hf["n_head"], n_embd=hf["n_embd"], norm_eps=hf.get("layer_norm_epsilon", 1e-5))
+    if hf.get("activation_function", "gelu_new") not in (
+        "gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(
+            f"activation {hf['activation_function']!r} is not GPT-2's tanh GELU.")
+    return GPTConfig(vocab_size=hf["vocab_size"], block_size=hf["n_positions"],
+                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                     norm_eps=hf.get("layer_norm_epsilon", 1e-5))
 
 def load_hf_gpt2(directory: str | Path) -> GPT:
-    "Load a GPT-2 checkpoint directory in Hugging Face's layout (`config.json` + `model.safetensors`) as our GPT."
+    """Load a GPT-2 checkpoint directory in Hugging Face's layout (`config.json` +
+    `model.safetensors`) as our GPT."""
     from safetensors.torch import load_file
     directory = Path(directory)
     for f in ("config.json", "model.safetensors"):
-        if not (directory / f).exists(): raise FileNotFoundError(f"{directory / f} is missing; expected a Hugging Face GPT-2 folder.")
+        if not (directory / f).exists():
+            raise FileNotFoundError(
+                f"{directory / f} is missing; expected a Hugging Face GPT-2 folder.")
     cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
     return gpt_from_hf_state_dict(load_file(str(directory / "model.safetensors")), cfg)
 
 def from_pretrained_gpt2(name: str = "gpt2") -> GPT:
-    "OpenAI's GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) from the Hugging Face hub, as our GPT. Needs a network."
+    """OpenAI's GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) from the Hugging
+    Face hub, as our GPT. Needs a network."""
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:
-        raise ImportError("from_pretrained_gpt2 needs `huggingface_hub` (pip install huggingface_hub) and a network.") from e
+        raise ImportError(
+            "from_pretrained_gpt2 needs `huggingface_hub` (pip install "
+            "huggingface_hub) and a network.") from e
     cfg_path = hf_hub_download(name, "config.json")
     hf_hub_download(name, "model.safetensors")
     return load_hf_gpt2(Path(cfg_path).parent)
@@ -119,122 +150,167 @@ import regex as re
 
 from .core import atomic_path, atomic_write
 
-from .tokenizer import _GREEDY_EQUIVALENT, EOT, BPETokenizer, bytes_to_unicode
+from .tokenizer import (_GREEDY_EQUIVALENT, EOT, BPETokenizer,
+                                        bytes_to_unicode)
 
-HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
-                    "qwen3": "Qwen3ForCausalLM"}
-_ACT = {"tanh": "gelu_pytorch_tanh", "none": "gelu"}                      # our gelu_approximate -> HF hidden_act
-_ACT_BACK = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": None, "gelu": "none"}
+HF_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "gpt_neox": "GPTNeoXForCausalLM",
+                    "llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# our gelu_approximate -> HF hidden_act
+_ACT = {"tanh": "gelu_pytorch_tanh", "none": "gelu"}
+_ACT_BACK = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": None,
+             "gelu": "none"}
 
 
-# ---------------------------------------------------------------------------------------------------------- config
+# --------------------------------------------------------------------------------
+# config
 
 def hf_architecture(cfg: GPTConfig) -> str:
-    "The transformers `model_type` ('gpt2', 'gpt_neox', 'llama' or 'qwen3') that computes exactly what `GPT(cfg)` does."
+    """The transformers `model_type` ('gpt2', 'gpt_neox', 'llama' or 'qwen3') that
+    computes exactly what `GPT(cfg)` does."""
     if cfg.pos == "learned":
-        bad = {k: getattr(cfg, k) for k, v in _GPT2_SHAPE.items() if getattr(cfg, k) != v}
+        bad = {k: getattr(cfg, k) for k, v in _GPT2_SHAPE.items()
+               if getattr(cfg, k) != v}
         if bad:
-            raise ValueError(f"learned positions map only onto Hugging Face's gpt2 export, which needs "
-                             f"{ {k: _GPT2_SHAPE[k] for k in bad} } but the config has {bad}; "
-                             f"or use pos='rope' (gpt_neox / llama / qwen3).")
+            raise ValueError(
+                f"learned positions map only onto Hugging Face's gpt2 export, which "
+                f"needs " f"{ {k: _GPT2_SHAPE[k] for k in bad} } but the config has "
+                f"{bad}; " f"or use pos='rope' (gpt_neox / llama / qwen3).")
         return "gpt2"
     shape = (cfg.norm, cfg.mlp)
     if shape == ("layernorm", "gelu"):
         if cfg.qk_norm:
-            raise ValueError("qk_norm=True with layernorm + gelu + rope has no transformers architecture (gpt_neox has "
-                             "no QK-norm); use qk_norm=False (gpt_neox), or norm='rmsnorm', mlp='swiglu' (qwen3).")
+            raise ValueError(
+                "qk_norm=True with layernorm + gelu + rope has no transformers "
+                "architecture (gpt_neox has " "no QK-norm); use qk_norm=False "
+                "(gpt_neox), or norm='rmsnorm', "
+                "mlp='swiglu' (qwen3).")
         return "gpt_neox"
     if shape == ("rmsnorm", "swiglu"):
         if not cfg.qk_norm: return "llama"
         if cfg.bias:
-            raise ValueError("qk_norm=True with bias=True does not fit qwen3 (its MLP has no biases) nor llama "
-                             "(no QK-norm); use bias=False (qwen3) or qk_norm=False (llama).")
+            raise ValueError(
+                "qk_norm=True with bias=True does not fit qwen3 (its MLP has no "
+                "biases) nor llama " "(no QK-norm); use bias=False (qwen3) or "
+                "qk_norm=False (llama).")
         return "qwen3"
-    raise ValueError(f"norm={cfg.norm!r} with mlp={cfg.mlp!r} (pos='rope') has no transformers architecture; use "
-                     "norm='layernorm', mlp='gelu' (gpt_neox) or norm='rmsnorm', mlp='swiglu' (llama / qwen3).")
+    raise ValueError(
+        f"norm={cfg.norm!r} with mlp={cfg.mlp!r} (pos='rope') has no transformers "
+        f"architecture; use " "norm='layernorm', mlp='gelu' (gpt_neox) or "
+        "norm='rmsnorm', mlp='swiglu' (llama / qwen3).")
 
 def hf_config(cfg: GPTConfig) -> dict[str, Any]:
-    "The `config.json` dict of the transformers model that `hf_architecture(cfg)` names."
+    """The `config.json` dict of the transformers model that `hf_architecture(cfg)`
+    names."""
     arch = hf_architecture(cfg)
     if arch == "gpt2": return hf_gpt2_config(cfg)
     rope = {"rope_type": "default", "rope_theta": cfg.rope_base}
-    common = {"model_type": arch, "architectures": [HF_ARCHITECTURES[arch]], "vocab_size": cfg.vocab_size,
-              "hidden_size": cfg.n_embd, "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
-              "intermediate_size": cfg.hidden_dim, "max_position_embeddings": cfg.block_size,
-              "attention_dropout": cfg.dropout, "tie_word_embeddings": cfg.tie_weights, "initializer_range": 0.02,
-              "use_cache": True, "bos_token_id": cfg.vocab_size - 1, "eos_token_id": cfg.vocab_size - 1}
+    common = {"model_type": arch, "architectures": [HF_ARCHITECTURES[arch]],
+              "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd,
+              "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+              "intermediate_size": cfg.hidden_dim,
+              "max_position_embeddings": cfg.block_size,
+              "attention_dropout": cfg.dropout, "tie_word_embeddings": cfg.tie_weights,
+              "initializer_range": 0.02, "use_cache": True,
+              "bos_token_id": cfg.vocab_size - 1, "eos_token_id": cfg.vocab_size - 1}
     if arch == "gpt_neox":
-        return {**common, "hidden_act": _ACT[cfg.gelu_approximate], "layer_norm_eps": cfg.norm_eps,
-                "use_parallel_residual": False, "attention_bias": cfg.bias, "hidden_dropout": cfg.dropout,
+        return {**common, "hidden_act": _ACT[cfg.gelu_approximate],
+                "layer_norm_eps": cfg.norm_eps,
+                "use_parallel_residual": False, "attention_bias": cfg.bias,
+                "hidden_dropout": cfg.dropout,
                 "rope_parameters": {**rope, "partial_rotary_factor": 1.0},
-                "rotary_pct": 1.0, "rotary_emb_base": cfg.rope_base}         # the same, as transformers 4 spells it
-    out = {**common, "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps, "num_key_value_heads": cfg.n_head,
-           "head_dim": cfg.head_dim, "attention_bias": cfg.bias, "rope_parameters": rope, "rope_theta": cfg.rope_base}
+                # the same, as transformers 4 spells it
+                "rotary_pct": 1.0, "rotary_emb_base": cfg.rope_base}
+    out = {**common, "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
+           "num_key_value_heads": cfg.n_head, "head_dim": cfg.head_dim,
+           "attention_bias": cfg.bias, "rope_parameters": rope,
+           "rope_theta": cfg.rope_base}
     if arch == "llama": return {**out, "mlp_bias": cfg.bias, "pretraining_tp": 1}
-    return {**out, "use_sliding_window": False, "sliding_window": None, "max_window_layers": cfg.n_layer,
-            "layer_types": ["full_attention"] * cfg.n_layer}
+    return {**out, "use_sliding_window": False, "sliding_window": None,
+            "max_window_layers": cfg.n_layer, "layer_types": ["full_attention"]
+            * cfg.n_layer}
 
 def _rope(hf: dict[str, Any], arch: str) -> tuple[float, float]:
     "(theta, partial rotary factor) of a transformers 4 or 5 config dict."
     rp = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     kind = rp.get("rope_type", rp.get("type", "default"))
-    if kind != "default": raise ValueError(f"rope_type {kind!r} (scaled RoPE) has no GPTConfig equivalent; only 'default' fits.")
-    theta = rp.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
-    partial = rp.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", 0.25 if arch == "gpt_neox" else 1.0)))
+    if kind != "default":
+        raise ValueError(
+            f"rope_type {kind!r} (scaled RoPE) has no GPTConfig equivalent; only "
+            f"'default' fits.")
+    theta = rp.get("rope_theta", hf.get("rope_theta",
+                                        hf.get("rotary_emb_base", 10000.0)))
+    partial = rp.get("partial_rotary_factor",
+                     hf.get("partial_rotary_factor",
+                            hf.get("rotary_pct", 0.25 if arch == "gpt_neox" else 1.0)))
     return float(theta), float(partial)
 
 def gpt_config_from_hf(hf: dict[str, Any]) -> GPTConfig:
-    "Our GPTConfig for a transformers `config.json` dict of model_type gpt2, gpt_neox, llama or qwen3."
+    """Our GPTConfig for a transformers `config.json` dict of model_type gpt2, gpt_neox,
+    llama or qwen3."""
     arch = hf.get("model_type")
     if arch == "gpt2": return config_from_hf(hf)
-    if arch not in HF_ARCHITECTURES: raise ValueError(f"model_type {arch!r} is not one of {list(HF_ARCHITECTURES)}.")
+    if arch not in HF_ARCHITECTURES:
+        raise ValueError(f"model_type {arch!r} is not one of {list(HF_ARCHITECTURES)}.")
     d, H = hf["hidden_size"], hf["num_attention_heads"]
     theta, partial = _rope(hf, arch)
     bad = {}
     if partial != 1.0: bad["partial_rotary_factor"] = partial
-    kw = dict(vocab_size=hf["vocab_size"], block_size=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
-              n_head=H, n_embd=d, dropout=float(hf.get("attention_dropout", 0.0) or 0.0), pos="rope", rope_base=theta,
-              tie_weights=bool(hf.get("tie_word_embeddings", False)))
+    kw = dict(vocab_size=hf["vocab_size"], block_size=hf["max_position_embeddings"],
+              n_layer=hf["num_hidden_layers"], n_head=H, n_embd=d,
+              dropout=float(hf.get("attention_dropout", 0.0) or 0.0), pos="rope",
+              rope_base=theta, tie_weights=bool(hf.get("tie_word_embeddings", False)))
     if arch == "gpt_neox":
         act = _ACT_BACK.get(hf.get("hidden_act", "gelu"))
         if act is None: bad["hidden_act"] = hf.get("hidden_act")
         if hf.get("use_parallel_residual", True): bad["use_parallel_residual"] = True
-        kw.update(norm="layernorm", mlp="gelu", gelu_approximate=act or "tanh", bias=bool(hf.get("attention_bias", True)),
+        kw.update(norm="layernorm", mlp="gelu", gelu_approximate=act or "tanh",
+                  bias=bool(hf.get("attention_bias", True)),
                   norm_eps=hf.get("layer_norm_eps", 1e-5))
     else:
         if hf.get("hidden_act", "silu") != "silu": bad["hidden_act"] = hf["hidden_act"]
-        if hf.get("num_key_value_heads") not in (None, H): bad["num_key_value_heads"] = hf["num_key_value_heads"]
+        if hf.get("num_key_value_heads") not in (None, H):
+            bad["num_key_value_heads"] = hf["num_key_value_heads"]
         if hf.get("head_dim") not in (None, d // H): bad["head_dim"] = hf["head_dim"]
         bias = bool(hf.get("attention_bias", False))
         if arch == "llama" and bool(hf.get("mlp_bias", False)) != bias:
             bad["mlp_bias"] = hf.get("mlp_bias", False)
-        if arch == "qwen3" and hf.get("use_sliding_window", False): bad["use_sliding_window"] = True
-        kw.update(norm="rmsnorm", mlp="swiglu", qk_norm=arch == "qwen3", bias=bias, norm_eps=hf.get("rms_norm_eps", 1e-6))
-    if bad: raise ValueError(f"this {arch} config has no GPTConfig equivalent because of {bad}.")
+        if arch == "qwen3" and hf.get("use_sliding_window", False):
+            bad["use_sliding_window"] = True
+        kw.update(norm="rmsnorm", mlp="swiglu", qk_norm=arch == "qwen3", bias=bias,
+                  norm_eps=hf.get("rms_norm_eps", 1e-6))
+    if bad:
+        raise ValueError(
+            f"this {arch} config has no GPTConfig equivalent because of {bad}.")
     cfg = GPTConfig(**kw)
-    if hf["intermediate_size"] != cfg.hidden_dim: cfg = GPTConfig(**{**kw, "mlp_hidden": hf["intermediate_size"]})
+    if hf["intermediate_size"] != cfg.hidden_dim:
+        cfg = GPTConfig(**{**kw, "mlp_hidden": hf["intermediate_size"]})
     return cfg
 
 # %% ../nbs/09_inference.ipynb #04655808
 def _neox_qkv(t: torch.Tensor, n_head: int, inverse: bool = False) -> torch.Tensor:
-    "Rows [Q | K | V] (ours) <-> GPT-NeoX's per-head [q_h, k_h, v_h] interleaving (`inverse`: NeoX -> ours)."
+    """Rows [Q | K | V] (ours) <-> GPT-NeoX's per-head [q_h, k_h, v_h] interleaving
+    (`inverse`: NeoX -> ours)."""
     rest = t.shape[1:]
     hd = t.shape[0] // (3 * n_head)
     if inverse: return t.reshape(n_head, 3, hd, *rest).transpose(0, 1).reshape(t.shape)
     return t.reshape(3, n_head, hd, *rest).transpose(0, 1).reshape(t.shape)
 
 def _rules(cfg: GPTConfig) -> list[tuple[str | None, tuple[str, ...], str]]:
-    "(our name, HF names, how) for every tensor: 'copy', 'split' (ours = cat of HF's), 'neox' (qkv), 'zero' (HF only)."
+    """(our name, HF names, how) for every tensor: 'copy', 'split' (ours = cat of HF's),
+    'neox' (qkv), 'zero' (HF only)."""
     arch, rules = hf_architecture(cfg), []
-    add = lambda ours, hf, how="copy": rules.append((ours, (hf,) if isinstance(hf, str) else tuple(hf), how))
+    add = lambda ours, hf, how="copy": rules.append(
+        (ours, (hf,) if isinstance(hf, str) else tuple(hf), how))
     if arch == "gpt_neox":
         p = "gpt_neox."
         add("emb.tok.weight", p + "embed_in.weight")
         for i in range(cfg.n_layer):
             o, q = f"blocks.{i}.", f"{p}layers.{i}."
-            for ours, hf in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")):
+            for ours, hf in (("norm1", "input_layernorm"),
+                             ("norm2", "post_attention_layernorm")):
                 add(o + ours + ".weight", q + hf + ".weight")
-                add(o + ours + ".bias" if cfg.bias else None, q + hf + ".bias", "copy" if cfg.bias else "zero")
+                add(o + ours + ".bias" if cfg.bias else None, q + hf + ".bias",
+                    "copy" if cfg.bias else "zero")
             add(o + "attn.qkv.weight", q + "attention.query_key_value.weight", "neox")
             add(o + "attn.proj.weight", q + "attention.dense.weight")
             if cfg.bias:
@@ -242,9 +318,11 @@ def _rules(cfg: GPTConfig) -> list[tuple[str | None, tuple[str, ...], str]]:
                 add(o + "attn.proj.bias", q + "attention.dense.bias")
             for ours, hf in (("fc", "dense_h_to_4h"), ("proj", "dense_4h_to_h")):
                 add(o + f"mlp.{ours}.weight", q + f"mlp.{hf}.weight")
-                add(o + f"mlp.{ours}.bias" if cfg.bias else None, q + f"mlp.{hf}.bias", "copy" if cfg.bias else "zero")
+                add(o + f"mlp.{ours}.bias" if cfg.bias else None, q + f"mlp.{hf}.bias",
+                    "copy" if cfg.bias else "zero")
         add("norm_f.weight", p + "final_layer_norm.weight")
-        add("norm_f.bias" if cfg.bias else None, p + "final_layer_norm.bias", "copy" if cfg.bias else "zero")
+        add("norm_f.bias" if cfg.bias else None, p + "final_layer_norm.bias",
+            "copy" if cfg.bias else "zero")
     else:
         p = "model."
         add("emb.tok.weight", p + "embed_tokens.weight")
@@ -254,9 +332,11 @@ def _rules(cfg: GPTConfig) -> list[tuple[str | None, tuple[str, ...], str]]:
             add(o + "norm2.weight", q + "post_attention_layernorm.weight")
             kinds = ("weight", "bias") if cfg.bias else ("weight",)
             for k in kinds:
-                add(o + f"attn.qkv.{k}", [q + f"self_attn.{x}_proj.{k}" for x in "qkv"], "split")
+                add(o + f"attn.qkv.{k}", [q + f"self_attn.{x}_proj.{k}" for x in "qkv"],
+                    "split")
                 add(o + f"attn.proj.{k}", q + f"self_attn.o_proj.{k}")
-                add(o + f"mlp.fc.{k}", [q + f"mlp.{x}_proj.{k}" for x in ("gate", "up")], "split")
+                add(o + f"mlp.fc.{k}", [q + f"mlp.{x}_proj.{k}"
+                                        for x in ("gate", "up")], "split")
                 add(o + f"mlp.proj.{k}", q + f"mlp.down_proj.{k}")
             if cfg.qk_norm:
                 add(o + "attn.q_norm.weight", q + "self_attn.q_norm.weight")
@@ -266,7 +346,8 @@ def _rules(cfg: GPTConfig) -> list[tuple[str | None, tuple[str, ...], str]]:
     return rules
 
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
-    "The model's weights under the names and layout of its transformers architecture (a tied head omitted)."
+    """The model's weights under the names and layout of its transformers architecture
+    (a tied head omitted)."""
     cfg = model.cfg
     if hf_architecture(cfg) == "gpt2": return hf_gpt2_state_dict(model)
     sd, out = model.state_dict(), {}
@@ -278,36 +359,49 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
             continue
         t = sd[ours].detach().to("cpu")
         if how == "split":
-            for name, part in zip(hfs, t.chunk(len(hfs), dim=0)): out[name] = part.contiguous().clone()
+            for name, part in zip(hfs, t.chunk(len(hfs), dim=0)):
+                out[name] = part.contiguous().clone()
         else:
-            out[hfs[0]] = (_neox_qkv(t, cfg.n_head) if how == "neox" else t).contiguous().clone()
+            out[hfs[0]] = (_neox_qkv(t, cfg.n_head) if how == "neox"
+                           else t).contiguous().clone()
     return out
 
 def gpt_from_hf_weights(sd: dict[str, torch.Tensor], cfg: GPTConfig) -> GPT:
-    "Our GPT of shape `cfg` (gpt_neox, llama or qwen3 layout) holding the weights of a transformers state dict."
-    if "lm_head.weight" not in sd and "embed_out.weight" in sd: sd = {**sd, "lm_head.weight": sd["embed_out.weight"]}
+    """Our GPT of shape `cfg` (gpt_neox, llama or qwen3 layout) holding the weights of a
+    transformers state dict."""
+    if "lm_head.weight" not in sd and "embed_out.weight" in sd:
+        sd = {**sd, "lm_head.weight": sd["embed_out.weight"]}
     floats = [t.dtype for t in sd.values() if t.is_floating_point()]
     model = GPT(cfg).to(max(set(floats), key=floats.count) if floats else torch.float32)
     ours: dict[str, torch.Tensor] = {}
     for name, hfs, how in _rules(cfg):
-        if missing := [n for n in hfs if n not in sd]: raise KeyError(f"the state dict has no {missing[0]!r} (for {name or 'a zero bias'}).")
+        if missing := [n for n in hfs if n not in sd]:
+            raise KeyError(
+                f"the state dict has no {missing[0]!r} (for {name or 'a zero bias'}).")
         if how == "zero":
             if sd[hfs[0]].abs().max() > 0:
-                raise ValueError(f"{hfs[0]} is not zero, and the config (attention_bias=False -> bias=False) has no place for it.")
+                raise ValueError(
+                    f"{hfs[0]} is not zero, and the config (attention_bias=False -> "
+                    f"bias=False) has no place for it.")
             continue
         ours[name] = torch.cat([sd[n] for n in hfs]) if how == "split" else \
-            _neox_qkv(sd[hfs[0]], cfg.n_head, inverse=True) if how == "neox" else sd[hfs[0]]
+            (_neox_qkv(sd[hfs[0]], cfg.n_head, inverse=True) if how == "neox"
+             else sd[hfs[0]])
     if cfg.tie_weights: ours["lm_head.weight"] = ours["emb.tok.weight"]
     expected = model.state_dict()
     for k, t in ours.items():
         if t.shape != expected[k].shape:
-            raise ValueError(f"{k}: shape {tuple(t.shape)} from the checkpoint does not fit {tuple(expected[k].shape)} of {cfg}.")
+            raise ValueError(
+                f"{k}: shape {tuple(t.shape)} from the checkpoint does not fit "
+                f"{tuple(expected[k].shape)} of {cfg}.")
     model.load_state_dict(ours)
     return model
 
 # %% ../nbs/09_inference.ipynb #f28e0eb9
-def save_hf(model: GPT, directory: str | Path, tokenizer: BPETokenizer | None = None) -> Path:
-    "Write `config.json` + `model.safetensors` (and, given a tokenizer, its files) loadable by transformers' AutoModelForCausalLM."
+def save_hf(model: GPT, directory: str | Path,
+            tokenizer: BPETokenizer | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` (and, given a tokenizer, its files)
+    loadable by transformers' AutoModelForCausalLM."""
     from safetensors.torch import save_file
     directory = Path(directory)
     cfg = model.cfg
@@ -315,33 +409,47 @@ def save_hf(model: GPT, directory: str | Path, tokenizer: BPETokenizer | None = 
     config["dtype"] = str(model.emb.tok.weight.dtype).removeprefix("torch.")
     if tokenizer is not None:
         if tokenizer.vocab_size > cfg.vocab_size:
-            raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {cfg.vocab_size}.")
-        if EOT in tokenizer.special_tokens: config["bos_token_id"] = config["eos_token_id"] = tokenizer.eot_id
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                f"{cfg.vocab_size}.")
+        if EOT in tokenizer.special_tokens:
+            config["bos_token_id"] = config["eos_token_id"] = tokenizer.eot_id
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(hf_state_dict(model), str(tmp), metadata={"format": "pt"})
-    if tokenizer is not None: save_hf_tokenizer(tokenizer, directory, model_max_length=cfg.block_size)
-    atomic_write(directory / "config.json", json.dumps(config, indent=2) + "\n")   # last: marks a complete folder
+    if tokenizer is not None:
+        save_hf_tokenizer(tokenizer, directory, model_max_length=cfg.block_size)
+    # last: marks a complete folder
+    atomic_write(directory / "config.json", json.dumps(config, indent=2) + "\n")
     return directory
 
 def load_hf(directory: str | Path) -> GPT:
-    "Our GPT from a transformers folder (`config.json` + `model.safetensors`) of model_type gpt2, gpt_neox, llama or qwen3."
+    """Our GPT from a transformers folder (`config.json` + `model.safetensors`) of
+    model_type gpt2, gpt_neox, llama or qwen3."""
     from safetensors.torch import load_file
     directory = Path(directory)
     for f in ("config.json", "model.safetensors"):
-        if not (directory / f).exists(): raise FileNotFoundError(f"{directory / f} is missing; expected a Hugging Face model folder.")
+        if not (directory / f).exists():
+            raise FileNotFoundError(
+                f"{directory / f} is missing; expected a Hugging Face model folder.")
     hf = json.loads((directory / "config.json").read_text())
     if hf.get("model_type") == "gpt2": return load_hf_gpt2(directory)
-    return gpt_from_hf_weights(load_file(str(directory / "model.safetensors")), gpt_config_from_hf(hf))
+    return gpt_from_hf_weights(load_file(str(directory / "model.safetensors")),
+                               gpt_config_from_hf(hf))
 
 # %% ../nbs/09_inference.ipynb #b024e31b
 def hf_split_pattern(pattern: str) -> str:
-    "The pre-tokenisation regex rewritten for Oniguruma (tokenizers): greedy twin of possessive forms, `$` as `\\z`."
+    """The pre-tokenisation regex rewritten for Oniguruma (tokenizers): greedy twin of
+    possessive forms, `$` as `\\z`."""
     p = _GREEDY_EQUIVALENT.get(pattern, pattern)
-    if re.search(r"\{\d+(?:,\d*)?\}\+", p):   # Oniguruma's Ruby syntax reads X{m,n}+ as (X{m,n})+, not as possessive
-        raise ValueError(f"the pattern has a possessive interval '{{m,n}}+' that Oniguruma reads differently and no known "
-                         f"greedy twin: {pattern!r}; give an equivalent pattern without it.")
-    out, i, depth = [], 0, 0   # `$` is end-of-line in Oniguruma; tiktoken's (and our) `$` is end of text
+    # Oniguruma's Ruby syntax reads X{m,n}+ as (X{m,n})+, not as possessive
+    if re.search(r"\{\d+(?:,\d*)?\}\+", p):
+        raise ValueError(
+            f"the pattern has a possessive interval '{{m,n}}+' that Oniguruma reads "
+            f"differently and no known " f"greedy twin: {pattern!r}; give an "
+            f"equivalent pattern without it.")
+    # `$` is end-of-line in Oniguruma; tiktoken's (and our) `$` is end of text
+    out, i, depth = [], 0, 0
     while i < len(p):
         c = p[i]
         if c == "\\": out.append(p[i:i + 2]); i += 2; continue
@@ -352,26 +460,35 @@ def hf_split_pattern(pattern: str) -> str:
     return "".join(out)
 
 def hf_tokenizer_object(tok: BPETokenizer) -> Any:
-    "A `tokenizers.Tokenizer` (byte-level BPE, our split regex, our special tokens) that encodes as `tok` does."
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    """A `tokenizers.Tokenizer` (byte-level BPE, our split regex, our special tokens)
+    that encodes as `tok` does."""
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models,
+                            pre_tokenizers)
     b2u = bytes_to_unicode()
     s = lambda b: "".join(b2u[x] for x in b)
     vocab = {s(b): i for i, b in enumerate(tok.vocab)}
-    merges = [(s(tok.vocab[a]), s(tok.vocab[b])) for a, b in tok.merges]   # dict order = rank order
-    t = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True, fuse_unk=False, byte_fallback=False))
-    t.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(hf_split_pattern(tok.pattern)), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    # dict order = rank order
+    merges = [(s(tok.vocab[a]), s(tok.vocab[b])) for a, b in tok.merges]
+    t = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True,
+                             fuse_unk=False, byte_fallback=False))
+    t.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(hf_split_pattern(tok.pattern)), behavior="isolated",
+                              invert=False), pre_tokenizers.ByteLevel(
+                                  add_prefix_space=False, trim_offsets=False,
+                                  use_regex=False)])
     t.decoder = decoders.ByteLevel()
     specials = sorted(tok.special_tokens.items(), key=lambda kv: kv[1])
-    t.add_special_tokens([AddedToken(name, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
+    t.add_special_tokens([AddedToken(name, special=True, normalized=False, lstrip=False,
+                                     rstrip=False, single_word=False)
                           for name, _ in specials])
     if wrong := {n: t.token_to_id(n) for n, i in specials if t.token_to_id(n) != i}:
         raise ValueError(f"special tokens got ids {wrong}, expected {dict(specials)}.")
     return t
 
-def save_hf_tokenizer(tok: BPETokenizer, directory: str | Path, model_max_length: int | None = None) -> Path:
-    "Write `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for transformers' AutoTokenizer."
+def save_hf_tokenizer(tok: BPETokenizer, directory: str | Path,
+                      model_max_length: int | None = None) -> Path:
+    """Write `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for
+    transformers' AutoTokenizer."""
     directory = Path(directory); directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "tokenizer.json") as tmp:
         hf_tokenizer_object(tok).save(str(tmp))
@@ -379,11 +496,15 @@ def save_hf_tokenizer(tok: BPETokenizer, directory: str | Path, model_max_length
     others = [s for s in tok.special_tokens if s != eos]
     smap = {"bos_token": eos, "eos_token": eos, "unk_token": eos} if eos else {}
     if others: smap["additional_special_tokens"] = others
-    added = {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                      "special": True} for s, i in tok.special_tokens.items()}
-    conf = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False, "add_eos_token": False,
-            "add_prefix_space": False, "clean_up_tokenization_spaces": False, "added_tokens_decoder": added,
+    added = {str(i): {"content": s, "lstrip": False, "normalized": False,
+                      "rstrip": False, "single_word": False, "special": True}
+             for s, i in tok.special_tokens.items()}
+    conf = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False,
+            "add_eos_token": False, "add_prefix_space": False,
+            "clean_up_tokenization_spaces": False, "added_tokens_decoder": added,
             "model_max_length": model_max_length or int(1e30), **smap}
-    atomic_write(directory / "special_tokens_map.json", json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
-    atomic_write(directory / "tokenizer_config.json", json.dumps(conf, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(directory / "special_tokens_map.json",
+                 json.dumps(smap, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(directory / "tokenizer_config.json",
+                 json.dumps(conf, indent=2, ensure_ascii=False) + "\n")
     return directory

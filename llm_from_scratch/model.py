@@ -25,12 +25,14 @@ __all__ = ['GPTConfig', 'LayerNorm', 'RMSNorm', 'make_norm', 'gelu', 'MLP', 'Swi
            'GPT', 'count_params', 'flops_per_token', 'measure_flops', 'draw_architecture']
 
 # %% ../nbs/05_gpt.ipynb #92ea7fbd
-_CHOICES = {"norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"), "pos": ("learned", "rope"),
+_CHOICES = {"norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu"),
+            "pos": ("learned", "rope"),
             "gelu_approximate": ("tanh", "none")}
 
 @dataclass
 class GPTConfig(Config):
-    "Everything that fixes a GPT's shape; the defaults are GPT-2 small (124M parameters)."
+    """Everything that fixes a GPT's shape; the defaults are GPT-2 small (124M
+    parameters)."""
     vocab_size: int = 50257
     block_size: int = 1024
     n_layer: int = 12
@@ -40,26 +42,35 @@ class GPTConfig(Config):
     bias: bool = True            # biases in Linear layers and LayerNorm
     norm: str = "layernorm"      # "layernorm" (GPT-2) or "rmsnorm"
     mlp: str = "gelu"            # "gelu" (GPT-2) or "swiglu"
-    gelu_approximate: str = "tanh"  # GELU's form: "tanh" (GPT-2, Hugging Face) or "none" (exact erf, as nanoGPT uses)
+    # GELU's form: "tanh" (GPT-2, Hugging Face) or "none" (exact erf, as nanoGPT uses)
+    gelu_approximate: str = "tanh"
     pos: str = "learned"         # "learned" (GPT-2) or "rope"
     qk_norm: bool = False        # normalise queries and keys per head before attention
     tie_weights: bool = True     # the output head shares the token embedding matrix
-    mlp_hidden: int | None = None  # feed-forward width; None: 4d for GELU, about 8d/3 (multiple of 8) for SwiGLU
+    # feed-forward width; None: 4d for GELU, about 8d/3 (multiple of 8) for SwiGLU
+    mlp_hidden: int | None = None
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
 
     def __post_init__(self):
         for k, ok in _CHOICES.items():
             if getattr(self, k) not in ok:
-                raise ValueError(f"GPTConfig.{k}={getattr(self, k)!r} is not one of {ok}.")
+                raise ValueError(
+                    f"GPTConfig.{k}={getattr(self, k)!r} is not one of {ok}.")
         for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             v = getattr(self, k)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"GPTConfig.{k} must be a positive int, got {v!r}.")
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"GPTConfig.{k} must be a positive int, got {v!r}.")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} (each head gets n_embd/n_head dims).")
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                f"(each head gets n_embd/n_head dims).")
         if self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head size, got n_embd/n_head={self.head_dim}.")
-        if not 0.0 <= self.dropout < 1.0: raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+            raise ValueError(
+                f"rotary positions need an even head size, got "
+                f"n_embd/n_head={self.head_dim}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
 
     @property
     def head_dim(self) -> int: return self.n_embd // self.n_head
@@ -69,11 +80,13 @@ class GPTConfig(Config):
         "Width of the feed-forward layer."
         if self.mlp_hidden: return self.mlp_hidden
         if self.mlp == "gelu": return 4 * self.n_embd
-        return 8 * math.ceil(8 * self.n_embd / 3 / 8)  # same parameters as a 4d GELU MLP, rounded up to a multiple of 8
+        # same parameters as a 4d GELU MLP, rounded up to a multiple of 8
+        return 8 * math.ceil(8 * self.n_embd / 3 / 8)
 
     @classmethod
     def modern(cls, **kw) -> "GPTConfig":
-        "A config with the post-GPT-2 parts: RMSNorm, SwiGLU, rotary positions, QK-norm, no biases."
+        """A config with the post-GPT-2 parts: RMSNorm, SwiGLU, rotary positions,
+        QK-norm, no biases."""
         base = dict(norm="rmsnorm", mlp="swiglu", pos="rope", qk_norm=True, bias=False)
         return cls(**{**base, **kw})
 
@@ -109,15 +122,19 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 def make_norm(cfg: GPTConfig, dim: int | None = None) -> nn.Module:
-    "The normalisation layer `cfg.norm` asks for, over `dim` features (default `cfg.n_embd`)."
+    """The normalisation layer `cfg.norm` asks for, over `dim` features (default
+    `cfg.n_embd`)."""
     dim = dim or cfg.n_embd
-    return LayerNorm(dim, cfg.norm_eps, cfg.bias) if cfg.norm == "layernorm" else RMSNorm(dim, cfg.norm_eps)
+    return (LayerNorm(dim, cfg.norm_eps, cfg.bias) if cfg.norm == "layernorm"
+            else RMSNorm(dim, cfg.norm_eps))
 
 # %% ../nbs/05_gpt.ipynb #afdd0ecd
 def gelu(x: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
-    "GELU: the tanh approximation with `approximate='tanh'` (GPT-2), or the exact x*Phi(x) with `approximate='none'`."
+    """GELU: the tanh approximation with `approximate='tanh'` (GPT-2), or the exact
+    x*Phi(x) with `approximate='none'`."""
     if approximate == "tanh":
-        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+        return (0.5 * x * (1.0 + torch.tanh(
+            math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3)))))
     if approximate == "none":
         return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
     raise ValueError(f"approximate must be 'tanh' or 'none', got {approximate!r}")
@@ -138,7 +155,8 @@ class SwiGLU(nn.Module):
     "The gated feed-forward network: W2 (SiLU(W1 x) * W3 x), dropout."
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 2 * cfg.hidden_dim, bias=cfg.bias)  # W1 and W3 in one matmul
+        # W1 and W3 in one matmul
+        self.fc = nn.Linear(cfg.n_embd, 2 * cfg.hidden_dim, bias=cfg.bias)
         self.proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -148,26 +166,39 @@ class SwiGLU(nn.Module):
 
 # %% ../nbs/05_gpt.ipynb #6311419f
 class Rotary(nn.Module):
-    "Rotary position embedding: rotates feature pairs (i, i + d/2) of a (B, H, T, d) tensor by position * theta_i."
+    """Rotary position embedding: rotates feature pairs (i, i + d/2) of a (B, H, T, d)
+    tensor by position * theta_i."""
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)   # (max_len, d/2)
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64)
+                            / head_dim)
+        # (max_len, d/2)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float64), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
     def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
-        """Rotate `x` as if its T tokens sat at positions offset .. offset + T - 1; or, when `offset` is a (B, T)
-        tensor, at those positions, row by row (chapter 9's KV cache and left-padded batches need both)."""
+        """Rotate `x` as if its T tokens sat at positions offset .. offset + T - 1; or,
+        when `offset` is a (B, T)
+        tensor, at those positions, row by row (chapter 9's KV cache and left-padded
+        batches need both)."""
         T, n = x.shape[-2], self.cos.shape[0]
         if isinstance(offset, torch.Tensor):
             if offset.numel() and int(offset.max()) >= n:
-                raise ValueError(f"rotary table covers {n} positions, asked for position {int(offset.max())}.")
-            cos, sin = self.cos[offset][:, None].to(x.dtype), self.sin[offset][:, None].to(x.dtype)  # (B, 1, T, d)
+                raise ValueError(
+                    f"rotary table covers {n} positions, asked for position "
+                    f"{int(offset.max())}.")
+            # (B, 1, T, d)
+            cos, sin = (self.cos[offset][:, None].to(x.dtype),
+                        self.sin[offset][:, None].to(x.dtype))
         else:
-            if offset + T > n: raise ValueError(f"rotary table covers {n} positions, asked for {offset + T}.")
-            cos, sin = self.cos[offset:offset + T].to(x.dtype), self.sin[offset:offset + T].to(x.dtype)  # (T, d)
+            if offset + T > n:
+                raise ValueError(
+                    f"rotary table covers {n} positions, asked for {offset + T}.")
+            # (T, d)
+            cos, sin = (self.cos[offset:offset + T].to(x.dtype),
+                        self.sin[offset:offset + T].to(x.dtype))
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
@@ -175,24 +206,33 @@ class Rotary(nn.Module):
 from .attention import MultiHeadAttention
 
 class CausalSelfAttention(MultiHeadAttention):
-    "Chapter 4's causal multi-head attention plus optional RoPE and QK-norm, computed by F.scaled_dot_product_attention."
+    """Chapter 4's causal multi-head attention plus optional RoPE and QK-norm, computed
+    by F.scaled_dot_product_attention."""
     def __init__(self, cfg: GPTConfig):
-        super().__init__(cfg.n_embd, cfg.n_head, dropout=cfg.dropout, bias=cfg.bias, causal=True, fused=True)
+        super().__init__(cfg.n_embd, cfg.n_head, dropout=cfg.dropout, bias=cfg.bias,
+                         causal=True, fused=True)
         self.q_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.k_norm = make_norm(cfg, cfg.head_dim) if cfg.qk_norm else None
-        self.rotary = Rotary(cfg.head_dim, cfg.block_size, cfg.rope_base) if cfg.pos == "rope" else None
+        self.rotary = (Rotary(cfg.head_dim, cfg.block_size, cfg.rope_base)
+                       if cfg.pos == "rope" else None)
 
-    def heads(self, x: torch.Tensor, positions: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values (B, H, T, head_dim) for input (B, T, C), with QK-norm and RoPE applied; RoPE
-        rotates by `positions` (the first position, or a (B, T) tensor of them: see `Rotary`)."""
+    def heads(self, x: torch.Tensor, positions: int
+              | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values (B, H, T, head_dim) for input (B, T, C), with
+        QK-norm and RoPE applied; RoPE
+        rotates by `positions` (the first position, or a (B, T) tensor of them: see
+        `Rotary`)."""
         q, k, v = (self.split_heads(t) for t in self.qkv(x).split(self.d_model, dim=2))
         if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
-        if self.rotary is not None: q, k = self.rotary(q, positions), self.rotary(k, positions)
+        if self.rotary is not None:
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
         return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.heads(x)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training
+                                           else 0.0)
         return self.resid_drop(self.proj(self.merge_heads(y)))
 
 # %% ../nbs/05_gpt.ipynb #78745faf
@@ -201,7 +241,8 @@ class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.norm1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
-        self.norm2, self.mlp = make_norm(cfg), (MLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg))
+        self.norm2, self.mlp = (make_norm(cfg),
+                                (MLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -209,12 +250,15 @@ class Block(nn.Module):
 
 # %% ../nbs/05_gpt.ipynb #26c151e8
 class GPT(nn.Module):
-    "A decoder-only transformer language model: token ids (B, T) -> logits (B, T, vocab_size)."
+    """A decoder-only transformer language model: token ids (B, T) -> logits (B, T,
+    vocab_size)."""
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.emb = TokenPositionEmbedding(cfg.vocab_size, cfg.n_embd, cfg.block_size,  # chapter 3's, with dropout
-                                          positions="learned" if cfg.pos == "learned" else "none", dropout=cfg.dropout)
+        # chapter 3's, with dropout
+        self.emb = TokenPositionEmbedding(cfg.vocab_size, cfg.n_embd, cfg.block_size,
+                                          positions="learned" if cfg.pos
+                                          == "learned" else "none", dropout=cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -226,11 +270,12 @@ class GPT(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module):
-        if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
         if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.emb(idx)                                  # (B, T, d): tokens + learned positions, dropout
+        x = self.emb(idx)  # (B, T, d): tokens + learned positions, dropout
         for block in self.blocks: x = block(x)             # (B, T, d)
         return self.lm_head(self.norm_f(x))                # (B, T, vocab_size)
 
@@ -245,72 +290,95 @@ def count_params(cfg: GPTConfig) -> dict[str, int]:
     b = 1 if cfg.bias else 0
     norm = lambda n: n * (2 if (cfg.norm == "layernorm" and cfg.bias) else 1)
     attn = 4 * d * d + b * 4 * d + (2 * norm(cfg.head_dim) if cfg.qk_norm else 0)
-    mlp = (2 * d * h + b * (h + d)) if cfg.mlp == "gelu" else (3 * d * h + b * (2 * h + d))
-    out = {"token embedding": V * d,
-           "position embedding": cfg.block_size * d if cfg.pos == "learned" else 0,
-           "attention": L * attn, "feed-forward": L * mlp, "norms": (2 * L + 1) * norm(d),
+    mlp = ((2 * d * h + b * (h + d)) if cfg.mlp == "gelu"
+           else (3 * d * h + b * (2 * h + d)))
+    out = {"token embedding": V * d, "position embedding": cfg.block_size * d
+           if cfg.pos == "learned" else 0, "attention": L * attn,
+           "feed-forward": L * mlp, "norms": (2 * L + 1) * norm(d),
            "output head": 0 if cfg.tie_weights else V * d}
     out["total"] = sum(out.values())
     return out
 
 # %% ../nbs/05_gpt.ipynb #760c16ef
 def flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> dict[str, int]:
-    "Forward and training FLOPs per token at context length `seq_len` (default block_size)."
+    """Forward and training FLOPs per token at context length `seq_len` (default
+    block_size)."""
     T = seq_len or cfg.block_size
     d, h, L, V = cfg.n_embd, cfg.hidden_dim, cfg.n_layer, cfg.vocab_size
     mat = L * (4 * d * d + (2 if cfg.mlp == "gelu" else 3) * d * h) + V * d
     fwd = 2 * mat + 4 * L * T * d
-    return {"matmul params": mat, "forward": fwd, "attention share": 4 * L * T * d / fwd, "train": 3 * fwd}
+    return {"matmul params": mat, "forward": fwd,
+            "attention share": 4 * L * T * d / fwd, "train": 3 * fwd}
 
 # %% ../nbs/05_gpt.ipynb #41eacc95
 def measure_flops(model: nn.Module, idx: torch.Tensor) -> int:
-    "FLOPs of `model(idx)` counted by torch.utils.flop_counter (fused CPU attention included)."
+    """FLOPs of `model(idx)` counted by torch.utils.flop_counter (fused CPU attention
+    included)."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
     aten = torch.ops.aten
     extra = {}
     for name in ("_scaled_dot_product_flash_attention_for_cpu",):
         op = getattr(aten, name, None)
-        if op is not None: extra[op] = lambda q, k, v, *a, **kw: sdpa_flop_count(q, k, v)
+        if op is not None:
+            extra[op] = lambda q, k, v, *a, **kw: sdpa_flop_count(q, k, v)
     with FlopCounterMode(display=False, custom_mapping=extra) as fc, torch.no_grad():
         model(idx)
     return fc.get_total_flops()
 
 # %% ../nbs/05_gpt.ipynb #ec5a9e03
 def draw_architecture(cfg: GPTConfig, ax=None, title: str | None = None):
-    "Draw the model that `cfg` describes as a block diagram on `ax` (a new figure when None); returns the figure."
+    """Draw the model that `cfg` describes as a block diagram on `ax` (a new figure when
+    None); returns the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     if ax is None: _, ax = plt.subplots(figsize=(4.2, 7.5))
     d, H, L, V, T = cfg.n_embd, cfg.n_head, cfg.n_layer, cfg.vocab_size, cfg.block_size
     norm = "LayerNorm" if cfg.norm == "layernorm" else "RMSNorm"
-    ff = f"MLP {d}→{cfg.hidden_dim}→{d}, GELU" if cfg.mlp == "gelu" else f"SwiGLU {d}→2×{cfg.hidden_dim}→{d}"
-    att = f"causal self-attention\n{H} heads × {cfg.head_dim}" + (", RoPE" if cfg.pos == "rope" else "") + \
-          (", QK-norm" if cfg.qk_norm else "")
-    colours = {"emb": "#cfe2f3", "norm": "#fff2cc", "attn": "#f4cccc", "mlp": "#d9ead3", "head": "#d9d2e9", "io": "#eeeeee"}
+    ff = (f"MLP {d}→{cfg.hidden_dim}→{d}, GELU" if cfg.mlp == "gelu"
+          else f"SwiGLU {d}→2×{cfg.hidden_dim}→{d}")
+    att = (f"causal self-attention\n{H} heads × {cfg.head_dim}"
+           + (", RoPE" if cfg.pos == "rope" else "")
+           + (", QK-norm" if cfg.qk_norm else ""))
+    colours = {"emb": "#cfe2f3", "norm": "#fff2cc", "attn": "#f4cccc", "mlp": "#d9ead3",
+               "head": "#d9d2e9", "io": "#eeeeee"}
     boxes = [("io", f"token ids (B, T≤{T})"),
-             ("emb", f"token embedding {V}×{d}" + (f"\n+ position embedding {T}×{d}" if cfg.pos == "learned" else "")),
-             ("norm", norm), ("attn", att), ("add", "+"), ("norm", norm), ("mlp", ff), ("add", "+"),
-             ("norm", f"final {norm}"),
-             ("head", f"output head {d}×{V}" + (" (tied)" if cfg.tie_weights else "")), ("io", "logits (B, T, V)")]
+             ("emb", f"token embedding {V}×{d}"
+              + (f"\n+ position embedding {T}×{d}" if cfg.pos == "learned" else "")),
+             ("norm", norm), ("attn", att), ("add", "+"), ("norm", norm), ("mlp", ff),
+             ("add", "+"), ("norm", f"final {norm}"),
+             ("head", f"output head {d}×{V}" + (" (tied)" if cfg.tie_weights else "")),
+             ("io", "logits (B, T, V)")]
     ys = [10.5 - 0.95 * i for i in range(len(boxes))]
     centres = []
     for (kind, text), y in zip(boxes, ys):
         if kind == "add":
-            ax.text(0.5, y, "+", ha="center", va="center", fontsize=10, bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec="black", lw=0.8))
+            ax.text(0.5, y, "+", ha="center", va="center", fontsize=10,
+                    bbox=dict(boxstyle="circle,pad=0.2", fc="white", ec="black",
+                              lw=0.8))
         else:
-            ax.add_patch(FancyBboxPatch((0.08, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02", fc=colours[kind], ec="black", lw=0.8))
+            ax.add_patch(FancyBboxPatch((0.08, y - 0.3), 0.84, 0.6,
+                                        boxstyle="round,pad=0.02", fc=colours[kind],
+                                        ec="black", lw=0.8))
             ax.text(0.5, y, text, ha="center", va="center", fontsize=7.5)
         centres.append(y)
     for y0, y1, (k0, _), (k1, _) in zip(centres, centres[1:], boxes, boxes[1:]):
-        a = y0 - (0.17 if k0 == "add" else 0.32); b = y1 + (0.17 if k1 == "add" else 0.32)
-        ax.add_patch(FancyArrowPatch((0.5, a), (0.5, b), arrowstyle="-|>", mutation_scale=8, lw=0.8))
-    for src, dst in ((1, 4), (4, 7)):   # residual connections: from above the norm to the "+"
+        a = y0 - (0.17 if k0 == "add" else 0.32)
+        b = y1 + (0.17 if k1 == "add" else 0.32)
+        ax.add_patch(FancyArrowPatch((0.5, a), (0.5, b), arrowstyle="-|>",
+                                     mutation_scale=8, lw=0.8))
+    # residual connections: from above the norm to the "+"
+    for src, dst in ((1, 4), (4, 7)):
         ys_, yd = (centres[src] - 0.47), centres[dst]
-        ax.add_patch(FancyArrowPatch((0.5, ys_), (0.04, ys_), arrowstyle="-", lw=0.8, color="grey"))
-        ax.add_patch(FancyArrowPatch((0.04, ys_), (0.04, yd), arrowstyle="-", lw=0.8, color="grey"))
-        ax.add_patch(FancyArrowPatch((0.04, yd), (0.455, yd), arrowstyle="-|>", mutation_scale=8, lw=0.8, color="grey"))
+        ax.add_patch(FancyArrowPatch((0.5, ys_), (0.04, ys_), arrowstyle="-", lw=0.8,
+                                     color="grey"))
+        ax.add_patch(FancyArrowPatch((0.04, ys_), (0.04, yd), arrowstyle="-", lw=0.8,
+                                     color="grey"))
+        ax.add_patch(FancyArrowPatch((0.04, yd), (0.455, yd), arrowstyle="-|>",
+                                     mutation_scale=8, lw=0.8, color="grey"))
     top, bottom = centres[2] + 0.45, centres[7] - 0.3
-    ax.add_patch(FancyBboxPatch((0.0, bottom), 1.0, top - bottom, boxstyle="round,pad=0.02", fc="none", ec="grey", ls="--", lw=1))
+    ax.add_patch(FancyBboxPatch((0.0, bottom), 1.0, top - bottom,
+                                boxstyle="round,pad=0.02", fc="none", ec="grey",
+                                ls="--", lw=1))
     ax.text(1.03, (top + bottom) / 2, f"× {L}", fontsize=11, va="center")
     n = count_params(cfg)["total"]
     ax.set_title(title or f"{n / 1e6:.1f}M parameters", fontsize=9)

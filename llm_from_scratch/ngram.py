@@ -109,7 +109,8 @@ class KneserNey:
         for k in range(top - 1, 1, -1):
             # Each k-gram starts a (k+1)-gram, except the one that ends the data.
             last = _ngram_keys(x[-k:], k)
-            distinct[k] = np.unique(np.concatenate([distinct[k + 1] >> np.uint64(8), last]))
+            distinct[k] = np.unique(np.concatenate(
+                [distinct[k + 1] >> np.uint64(8), last]))
 
         self._levels, self.discounts = {}, {}
         for k in range(1, self.order + 1):
@@ -119,7 +120,8 @@ class KneserNey:
                 # N1+(. g) = number of distinct (k+1)-grams x g: drop the oldest
                 # byte of each distinct (k+1)-gram and count what remains.
                 suffix_mask = np.uint64((1 << (8 * k)) - 1)
-                keys, counts = np.unique(distinct[k + 1] & suffix_mask, return_counts=True)
+                keys, counts = np.unique(distinct[k + 1] & suffix_mask,
+                                         return_counts=True)
             self.discounts[k] = self._choose_discount(counts)
             self._levels[k] = self._build_level(keys, counts, self.discounts[k])
 
@@ -170,7 +172,8 @@ class KneserNey:
             # The k-gram ending at position i, for i = k-1 .. len(x)-1.
             grams = _ngram_keys(x, k)
             lower = p[k - 1 :]
-            context_index, context_seen = _lookup(level.context_keys, grams >> np.uint64(8))
+            context_index, context_seen = _lookup(level.context_keys,
+                                                  grams >> np.uint64(8))
             gram_index, gram_seen = _lookup(level.keys, grams)
             alpha = np.where(gram_seen, level.alpha[gram_index], 0.0)
             interpolated = alpha + level.gamma[context_index] * lower
@@ -194,7 +197,8 @@ class KneserNey:
         """P_k(byte | history) for level k = len(history) + 1."""
         k = len(history) + 1
         # P_{k-1}(w | h'): h' drops the oldest byte; below level 1 is uniform.
-        lower = 1.0 / self.VOCAB_SIZE if k == 1 else self._interpolated(history[1:], byte)
+        lower = (1.0 / self.VOCAB_SIZE if k == 1
+                 else self._interpolated(history[1:], byte))
         counts = self._count_dicts()[k]
         row = [counts.get(history + bytes([w]), 0) for w in range(self.VOCAB_SIZE)]
         total = sum(row)  # a(h .)
@@ -213,7 +217,8 @@ class KneserNey:
             tables: dict[int, dict[bytes, int]] = {}
             for k in range(1, self.order + 1):
                 if self._uses_raw_counts(k):
-                    tables[k] = dict(Counter(data[i : i + k] for i in range(len(data) - k + 1)))
+                    tables[k] = dict(Counter(data[i : i + k]
+                                             for i in range(len(data) - k + 1)))
                 else:
                     left_neighbours: defaultdict[bytes, set[int]] = defaultdict(set)
                     for i in range(1, len(data) - k + 1):
@@ -229,7 +234,8 @@ class KneserNey:
         return float(-self.logprobs(data).sum() / math.log(2) / len(data))
 
 # %% ../nbs/07_scaling_laws.ipynb #28b4b007
-def choose_order(train: bytes, val: bytes, orders: Sequence[int]) -> tuple[int, dict[int, float]]:
+def choose_order(train: bytes, val: bytes,
+                 orders: Sequence[int]) -> tuple[int, dict[int, float]]:
     """Fit each order on `train`, score bits per byte on `val`; return the best order and all scores."""
     scores = {order: KneserNey(order).fit(train).bits_per_byte(val) for order in orders}
     if not scores:

@@ -33,18 +33,25 @@ __all__ = ['GPT2_RECIPE', 'RECIPE_CHANGES', 'BASE_SETUP', 'PLANNER_SHAPES', 'MAX
 
 # %% ../nbs/07_scaling_laws.ipynb #47d639d4
 def param_counts(cfg: GPTConfig) -> dict[str, int]:
-    "Parameters of `GPT(cfg)` counted two ways: all of them (Hoffmann et al.) and without the embeddings (Kaplan et al.)."
+    """Parameters of `GPT(cfg)` counted two ways: all of them (Hoffmann et al.) and
+    without the embeddings (Kaplan et al.)."""
     c = count_params(cfg)
     return {"with embeddings": c["total"],
-            "non-embedding": c["total"] - c["token embedding"] - c["position embedding"]}
+            "non-embedding": c["total"] - c["token embedding"]
+            - c["position embedding"]}
 
-def train_flops(cfg: GPTConfig, tokens: float, seq_len: int | None = None) -> dict[str, float]:
-    """Training FLOPs for `tokens` tokens: the rule of thumb C = 6ND (N without embeddings, and with them), and the
-    count of chapter 5 (every matrix product, the output head and attention's T-dependent term), with its attention share."""
+def train_flops(cfg: GPTConfig, tokens: float,
+                seq_len: int | None = None) -> dict[str, float]:
+    """Training FLOPs for `tokens` tokens: the rule of thumb C = 6ND (N without
+    embeddings, and with them), and the
+    count of chapter 5 (every matrix product, the output head and attention's
+    T-dependent term), with its attention share."""
     fpt = flops_per_token(cfg, seq_len)
     n = param_counts(cfg)
-    return {"6ND (non-embedding N)": 6 * n["non-embedding"] * tokens, "6ND (all N)": 6 * n["with embeddings"] * tokens,
-            "chapter 5 count": fpt["train"] * tokens, "attention share": fpt["attention share"]}
+    return {"6ND (non-embedding N)": 6 * n["non-embedding"] * tokens,
+            "6ND (all N)": 6 * n["with embeddings"] * tokens,
+            "chapter 5 count": fpt["train"] * tokens,
+            "attention share": fpt["attention share"]}
 
 
 # %% ../nbs/07_scaling_laws.ipynb #53aa67b0
@@ -58,7 +65,8 @@ class LossLaw:
     beta: float
 
     def __call__(self, N: Any, D: Any) -> Any:
-        return self.E + self.A / np.asarray(N, dtype=float) ** self.alpha + self.B / np.asarray(D, dtype=float) ** self.beta
+        return (self.E + self.A / np.asarray(N, dtype=float) ** self.alpha + self.B
+                / np.asarray(D, dtype=float) ** self.beta)
 
     @property
     def a(self) -> float:
@@ -72,41 +80,52 @@ class LossLaw:
 
     def optimum(self, C: float) -> tuple[float, float]:
         "The compute-optimal (N*, D*) for a budget of C = 6ND FLOPs."
-        G = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        G = (self.alpha * self.A / (self.beta * self.B)) ** (
+            1 / (self.alpha + self.beta))
         return G * (C / 6) ** self.a, (C / 6) ** self.b / G
 
 def _huber(r: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(r.abs() <= delta, 0.5 * r ** 2, delta * (r.abs() - 0.5 * delta))
 
-def _objective(p: torch.Tensor, logN: torch.Tensor, logD: torch.Tensor, logL: torch.Tensor, delta: float) -> torch.Tensor:
-    "Huber loss of log-predictions for parameter rows p = (log A, log B, log E, alpha, beta), one value per row."
+def _objective(p: torch.Tensor, logN: torch.Tensor, logD: torch.Tensor,
+               logL: torch.Tensor, delta: float) -> torch.Tensor:
+    """Huber loss of log-predictions for parameter rows p = (log A, log B, log E, alpha,
+    beta), one value per row."""
     a, b, e, al, be = p.unbind(-1)
-    pred = torch.logsumexp(torch.stack([a[:, None] - al[:, None] * logN, b[:, None] - be[:, None] * logD,
+    pred = torch.logsumexp(torch.stack([a[:, None] - al[:, None] * logN,
+                                        b[:, None] - be[:, None] * logD,
                                         e[:, None].expand(-1, len(logN))]), dim=0)
     return _huber(pred - logL, delta).sum(-1)
 
-def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], delta: float = 1e-3,
-                 starts: torch.Tensor | None = None, steps: int = 1500, polish: int = 4) -> LossLaw:
-    "Fit L(N, D) = E + A / N^alpha + B / D^beta to runs (N, D, L) as Hoffmann et al.'s approach 3: Huber loss on log L from a grid of starts."
-    logN, logD, logL = (torch.log(torch.as_tensor(np.asarray(x, dtype=float), dtype=torch.float64)) for x in (N, D, L))
-    if len(logL) < 5: raise ValueError(f"a five-constant law needs at least 5 runs, got {len(logL)}")
+def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float],
+                 delta: float = 1e-3, starts: torch.Tensor | None = None,
+                 steps: int = 1500, polish: int = 4) -> LossLaw:
+    """Fit L(N, D) = E + A / N^alpha + B / D^beta to runs (N, D, L) as Hoffmann et al.'s
+    approach 3: Huber loss on log L from a grid of starts."""
+    logN, logD, logL = (torch.log(torch.as_tensor(np.asarray(x, dtype=float),
+                                                  dtype=torch.float64))
+                        for x in (N, D, L))
+    if len(logL) < 5:
+        raise ValueError(f"a five-constant law needs at least 5 runs, got {len(logL)}")
     if starts is None:
-        grid = torch.meshgrid(*(torch.tensor(v, dtype=torch.float64) for v in
-                                ([0., 5., 10., 15., 20.], [0., 5., 10., 15., 20.], [-1., 0., 1.], [0.2, 0.5, 1.0], [0.2, 0.5, 1.0])),
+        grid = torch.meshgrid(*(torch.tensor(v, dtype=torch.float64)
+                                for v in ([0., 5., 10., 15., 20.],
+                                          [0., 5., 10., 15., 20.], [-1., 0., 1.],
+                                          [0.2, 0.5, 1.0], [0.2, 0.5, 1.0])),
                               indexing="ij")
         starts = torch.stack([g.flatten() for g in grid], -1)
     p = starts.clone().double().requires_grad_(True)
     opt = torch.optim.Adam([p], lr=0.05)
-    for _ in range(steps):                                     # all starting points at once
+    for _ in range(steps):  # all starting points at once
         opt.zero_grad()
         _objective(p, logN, logD, logL, delta).sum().backward()
         opt.step()
     with torch.no_grad(): f = _objective(p, logN, logD, logL, delta)
     best, best_f = None, float("inf")
-    for i in f.argsort()[:polish].tolist():                   # polish the best few to convergence
+    for i in f.argsort()[:polish].tolist():  # polish the best few to convergence
         q = p[i:i + 1].detach().clone().requires_grad_(True)
-        lb = torch.optim.LBFGS([q], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
-                               line_search_fn="strong_wolfe")
+        lb = torch.optim.LBFGS([q], lr=1.0, max_iter=500, tolerance_grad=1e-12,
+                               tolerance_change=1e-15, line_search_fn="strong_wolfe")
         def closure():
             lb.zero_grad()
             v = _objective(q, logN, logD, logL, delta).sum()
@@ -121,24 +140,34 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], del
 
 # %% ../nbs/07_scaling_laws.ipynb #6b70b43e
 def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> tuple[float, float]:
-    """The minimum (N*, L*) of a parabola fitted to loss against log N at one budget: its vertex, or the best run when
-    the parabola opens downwards or its vertex lies outside the sizes tried (the profile does not bracket the minimum)."""
+    """The minimum (N*, L*) of a parabola fitted to loss against log N at one budget:
+    its vertex, or the best run when
+    the parabola opens downwards or its vertex lies outside the sizes tried (the profile
+    does not bracket the minimum)."""
     x, y = np.log(np.asarray(N, dtype=float)), np.asarray(L, dtype=float)
-    if len(set(x.tolist())) < 3: raise ValueError(f"a parabola needs at least 3 model sizes per budget, got {len(set(x.tolist()))}")
+    if len(set(x.tolist())) < 3:
+        raise ValueError(
+            f"a parabola needs at least 3 model sizes per budget, got "
+            f"{len(set(x.tolist()))}")
     c2, c1, c0 = np.polyfit(x, y, 2)
     xv = -c1 / (2 * c2) if c2 > 0 else np.inf
-    if not x.min() <= xv <= x.max(): i = int(np.argmin(y)); return float(np.exp(x[i])), float(y[i])
+    if not x.min() <= xv <= x.max():
+        i = int(np.argmin(y)); return float(np.exp(x[i])), float(y[i])
     return float(np.exp(xv)), float(c0 - c1 ** 2 / (4 * c2))
 
 def power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     "(k, c) of the least-squares fit log y = k log x + log c."
-    k, logc = np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)
+    k, logc = np.polyfit(np.log(np.asarray(x, dtype=float)),
+                         np.log(np.asarray(y, dtype=float)), 1)
     return float(k), float(np.exp(logc))
 
 def approach2(runs: Sequence[dict]) -> dict[str, Any]:
-    "Chinchilla's approach 2 on runs {'C', 'N', 'L'}: the minimum of each IsoFLOP profile, then N* ~ C^a and D* ~ C^b."
+    """Chinchilla's approach 2 on runs {'C', 'N', 'L'}: the minimum of each IsoFLOP
+    profile, then N* ~ C^a and D* ~ C^b."""
     budgets = sorted({r["C"] for r in runs})
-    if len(budgets) < 2: raise ValueError(f"power laws across budgets need at least 2 budgets, got {len(budgets)}")
+    if len(budgets) < 2:
+        raise ValueError(
+            f"power laws across budgets need at least 2 budgets, got {len(budgets)}")
     minima = []
     for C in budgets:
         rs = [r for r in runs if r["C"] == C]
@@ -148,54 +177,75 @@ def approach2(runs: Sequence[dict]) -> dict[str, Any]:
     b, kb = power_law([m["C"] for m in minima], [m["D*"] for m in minima])
     return {"minima": minima, "a": a, "b": b, "N*(C)": (a, ka), "D*(C)": (b, kb)}
 
-def bootstrap(runs: Sequence[dict], fit: Callable[[list[dict]], dict[str, float]], n: int = 100, seed: int = 0,
-              within: str | None = "C") -> dict[str, tuple[float, float]]:
-    "95% percentile intervals of the numbers `fit` returns, refitting on `n` resamples of `runs` (resampled within each `within` group)."
+def bootstrap(runs: Sequence[dict], fit: Callable[[list[dict]], dict[str, float]],
+              n: int = 100, seed: int = 0, within: str
+              | None = "C") -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of the numbers `fit` returns, refitting on `n` resamples
+    of `runs` (resampled within each `within` group)."""
     rng, out = np.random.default_rng(seed), {}
-    groups = [[r for r in runs if r[within] == g] for g in sorted({r[within] for r in runs})] if within else [list(runs)]
+    groups = ([[r for r in runs if r[within] == g]
+               for g in sorted({r[within] for r in runs})] if within else [list(runs)])
     for _ in range(n):
         sample = [g[i] for g in groups for i in rng.integers(0, len(g), len(g))]
         try: res = fit(sample)
-        except (ValueError, np.linalg.LinAlgError): continue  # a degenerate resample (e.g. one size drawn three times)
+        # a degenerate resample (e.g. one size drawn three times)
+        except (ValueError, np.linalg.LinAlgError): continue
         for k, v in res.items(): out.setdefault(k, []).append(v)
     if not out: raise ValueError("no bootstrap resample could be fitted")
-    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in out.items()}
+    return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+            for k, v in out.items()}
 
 def refit(law: LossLaw, runs: Sequence[dict]) -> LossLaw:
-    "`fit_loss_law` on `runs` started from `law` alone (300 steps, one polish): the fast refit a bootstrap repeats."
-    warm = torch.tensor([[math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)] + [law.alpha, law.beta]])
-    return fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs], [r["L"] for r in runs], starts=warm, steps=300, polish=1)
+    """`fit_loss_law` on `runs` started from `law` alone (300 steps, one polish): the
+    fast refit a bootstrap repeats."""
+    warm = torch.tensor([[math.log(max(v, 1e-300)) for v in (law.A, law.B, law.E)]
+                         + [law.alpha, law.beta]])
+    return fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs],
+                        [r["L"] for r in runs], starts=warm, steps=300, polish=1)
 
 
 # %% ../nbs/07_scaling_laws.ipynb #8d1cab16
-def cached_run(cfg: GPTConfig, tcfg: Any, data: Any, out_dir: str | Path, label: str) -> dict[str, float]:
-    """Train `GPT(cfg)` with `tcfg` on `data` in its `run_folder` under `out_dir` (named by `label` and a hash of the
-    settings); a finished run is read back from its `result.json`, an interrupted one resumes from its checkpoint."""
+def cached_run(cfg: GPTConfig, tcfg: Any, data: Any, out_dir: str | Path,
+               label: str) -> dict[str, float]:
+    """Train `GPT(cfg)` with `tcfg` on `data` in its `run_folder` under `out_dir` (named
+    by `label` and a hash of the
+    settings); a finished run is read back from its `result.json`, an interrupted one
+    resumes from its checkpoint."""
     from llm_from_scratch.train import run_folder, train as train_run
     run_dir = run_folder(label, cfg, tcfg, data, root=out_dir)
     done = run_dir / "result.json"
     if done.exists(): return json.loads(done.read_text())
     out = train_run(cfg, tcfg, data, run_dir, progress=False)
-    res = {"L": out["val_loss"], "seconds": out["seconds"], "tok_per_s": out["tok_per_s"]}
+    res = {"L": out["val_loss"], "seconds": out["seconds"],
+           "tok_per_s": out["tok_per_s"]}
     atomic_write(done, json.dumps(res))
     return res
 
 def train_config(train: dict, tokens: float, block_size: int, batch_size: int) -> Any:
-    "TrainConfig of a run of `tokens` tokens (rounded to whole steps) with a warmup of a tenth and one evaluation at the end."
+    """TrainConfig of a run of `tokens` tokens (rounded to whole steps) with a warmup of
+    a tenth and one evaluation at the end."""
     from llm_from_scratch.train import TrainConfig
     steps = max(1, round(tokens / (batch_size * block_size)))
     lr = train.get("lr", TrainConfig.lr)
-    return TrainConfig.from_dict({"batch_size": batch_size, "max_steps": steps, "warmup_steps": max(1, steps // 10),
-                                  "min_lr": lr / 10, "eval_interval": steps, "ckpt_interval": max(1, steps // 4), **train})
+    return TrainConfig.from_dict({"batch_size": batch_size, "max_steps": steps,
+                                  "warmup_steps": max(1, steps // 10),
+                                  "min_lr": lr / 10, "eval_interval": steps,
+                                  "ckpt_interval": max(1, steps // 4), **train})
 
-def run_config(model: dict, train: dict, vocab_size: int, flops: float, block_size: int, batch_size: int) -> tuple:
-    "GPTConfig and `train_config` of a run that spends `flops` training FLOPs (chapter 5's count) on `GPT(model)`."
+def run_config(model: dict, train: dict, vocab_size: int, flops: float, block_size: int,
+               batch_size: int) -> tuple:
+    """GPTConfig and `train_config` of a run that spends `flops` training FLOPs (chapter
+    5's count) on `GPT(model)`."""
     cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **model)
-    return cfg, train_config(train, flops / flops_per_token(cfg)["train"], block_size, batch_size)
+    return (cfg, train_config(train, flops / flops_per_token(cfg)["train"], block_size,
+                              batch_size))
 
-def measure_throughput(runs: Sequence[tuple], data: Any, steps: int = 2, rounds: int = 2, seed: int = 0) -> list[float]:
-    """Training tokens per second of each (GPTConfig, TrainConfig) in `runs`, measured in alternating rounds of `steps`
-    steps (A B C A B C ...), so that a machine whose speed drifts slows them all alike; the median of the rounds."""
+def measure_throughput(runs: Sequence[tuple], data: Any, steps: int = 2,
+                       rounds: int = 2, seed: int = 0) -> list[float]:
+    """Training tokens per second of each (GPTConfig, TrainConfig) in `runs`, measured
+    in alternating rounds of `steps`
+    steps (A B C A B C ...), so that a machine whose speed drifts slows them all alike;
+    the median of the rounds."""
     from llm_from_scratch.dataloader import random_batch
     from llm_from_scratch.model import GPT
     from llm_from_scratch.train import lm_loss, make_optimizer
@@ -203,20 +253,24 @@ def measure_throughput(runs: Sequence[tuple], data: Any, steps: int = 2, rounds:
     built = [(GPT(c).train(), c, t) for c, t in runs]
     opts = [make_optimizer(m, t) for m, _, t in built]
     speeds: list[list[float]] = [[] for _ in runs]
-    for r in range(rounds + 1):                        # round 0 warms up (allocation, first-call costs)
+    for r in range(rounds + 1):  # round 0 warms up (allocation, first-call costs)
         for i, ((m, c, t), opt) in enumerate(zip(built, opts)):
             t0 = time.perf_counter()
             for _ in range(steps):
                 x, y = random_batch(data.train, t.batch_size, c.block_size, gen)
                 lm_loss(m(x), y).backward()
                 opt.step(); opt.zero_grad(set_to_none=True)
-            if r: speeds[i].append(steps * t.batch_size * c.block_size / (time.perf_counter() - t0))
+            if r:
+                speeds[i].append(steps * t.batch_size * c.block_size
+                                 / (time.perf_counter() - t0))
     return [float(np.median(s)) for s in speeds]
 
 # %% ../nbs/07_scaling_laws.ipynb #c57abd4a
-GPT2_RECIPE = {"model": dict(pos="learned", norm="layernorm", mlp="gelu", qk_norm=False, bias=True),
+GPT2_RECIPE = {"model": dict(pos="learned", norm="layernorm", mlp="gelu", qk_norm=False,
+                             bias=True),
                "train": dict(optimizer="adamw", lr=2e-3)}
-RECIPE_CHANGES: list[tuple[str, dict, dict]] = [          # (name, model settings, train settings), tried in order
+# (name, model settings, train settings), tried in order
+RECIPE_CHANGES: list[tuple[str, dict, dict]] = [
     ("RoPE", dict(pos="rope"), {}),
     ("RMSNorm, no biases", dict(norm="rmsnorm", bias=False), {}),
     ("SwiGLU", dict(mlp="swiglu"), {}),
@@ -224,39 +278,58 @@ RECIPE_CHANGES: list[tuple[str, dict, dict]] = [          # (name, model setting
     ("Muon", {}, dict(optimizer="muon")),
 ]
 
-def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path, lrs: Sequence[float] = (4e-3, 8e-3),
-                 block_size: int = 256, batch_size: int = 8, min_gain: float = 0.01, max_slowdown: float = 0.15,
-                 speed_geometry: tuple[int, int] | None = None, progress: bool | str = True) -> tuple[list[dict], dict]:
-    """Start from `GPT2_RECIPE`, try each learning rate of `lrs`, then each of `RECIPE_CHANGES`, then the learning rates
-    again (the best rate depends on the optimiser and the architecture), every run spending
-    `flops` FLOPs on a model of `shape`; keep a change if it lowers the validation loss by more than `min_gain` and slows
-    training (tokens/s measured in alternating rounds, with batches of `speed_geometry` = (batch_size, block_size) when
-    given: the speed of the run the recipe is for) by at most `max_slowdown`. Returns the rows and the final recipe."""
+def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path,
+                 lrs: Sequence[float] = (4e-3, 8e-3), block_size: int = 256,
+                 batch_size: int = 8, min_gain: float = 0.01,
+                 max_slowdown: float = 0.15, speed_geometry: tuple[int, int]
+                 | None = None, progress: bool | str = True) -> tuple[list[dict], dict]:
+    """Start from `GPT2_RECIPE`, try each learning rate of `lrs`, then each of
+    `RECIPE_CHANGES`, then the learning rates
+    again (the best rate depends on the optimiser and the architecture), every run
+    spending
+    `flops` FLOPs on a model of `shape`; keep a change if it lowers the validation loss
+    by more than `min_gain` and slows
+    training (tokens/s measured in alternating rounds, with batches of `speed_geometry`
+    = (batch_size, block_size) when
+    given: the speed of the run the recipe is for) by at most `max_slowdown`. Returns
+    the rows and the final recipe."""
     from llm_from_scratch.core import Progress
-    retune = [(f"learning rate {lr:g}, again", {}, {"lr": lr}) for lr in lrs]   # the optimiser changed: tune again
-    trials = [("GPT-2 recipe", {}, {})] + [(f"learning rate {lr:g}", {}, {"lr": lr}) for lr in lrs] + RECIPE_CHANGES + retune
-    trials_key = [data.name, shape, flops, list(lrs), block_size, batch_size, min_gain, max_slowdown, speed_geometry,
-                  GPT2_RECIPE, trials]
-    saved = Path(out_dir) / f"study-{hashlib.sha1(json.dumps(trials_key).encode()).hexdigest()[:10]}.json"
-    if saved.exists():                                   # the decision is made once: its timings are not re-measured
+    # the optimiser changed: tune again
+    retune = [(f"learning rate {lr:g}, again", {}, {"lr": lr}) for lr in lrs]
+    trials = ([("GPT-2 recipe", {}, {})] + [
+        (f"learning rate {lr:g}", {}, {"lr": lr}) for lr in lrs] + RECIPE_CHANGES
+              + retune)
+    trials_key = [data.name, shape, flops, list(lrs), block_size, batch_size, min_gain,
+                  max_slowdown, speed_geometry, GPT2_RECIPE, trials]
+    key = hashlib.sha1(json.dumps(trials_key).encode()).hexdigest()[:10]
+    saved = Path(out_dir) / f"study-{key}.json"
+    if saved.exists():  # the decision is made once: its timings are not re-measured
         study = json.loads(saved.read_text())
         return study["rows"], study["recipe"]
-    recipe, best, rows = {"model": dict(GPT2_RECIPE["model"]), "train": dict(GPT2_RECIPE["train"])}, None, []
-    with Progress(len(trials), "recipe study", unit="run", mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
+    recipe, best, rows = ({"model": dict(GPT2_RECIPE["model"]),
+                           "train": dict(GPT2_RECIPE["train"])}, None, [])
+    with Progress(len(trials), "recipe study", unit="run",
+                  mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
         for name, m, t in trials:
-            cand = {"model": {**recipe["model"], **m}, "train": {**recipe["train"], **t}}
-            cfg, tcfg = run_config({**shape, **cand["model"]}, cand["train"], data.vocab_size, flops, block_size, batch_size)
-            res = cached_run(cfg, tcfg, data, out_dir, name.replace(",", "").replace(" ", "-"))
+            cand = {"model": {**recipe["model"], **m},
+                    "train": {**recipe["train"], **t}}
+            cfg, tcfg = run_config({**shape, **cand["model"]}, cand["train"],
+                                   data.vocab_size, flops, block_size, batch_size)
+            res = cached_run(cfg, tcfg, data, out_dir,
+                             name.replace(",", "").replace(" ", "-"))
             row = {"change": name, "N": param_counts(cfg)["with embeddings"],
-                   "D": tcfg.max_steps * batch_size * block_size, "L": res["L"], "seconds": res["seconds"],
-                   "lr": tcfg.lr, "cfg": cfg, "tcfg": tcfg}
+                   "D": tcfg.max_steps * batch_size * block_size, "L": res["L"],
+                   "seconds": res["seconds"], "lr": tcfg.lr, "cfg": cfg, "tcfg": tcfg}
             if best is None: row["kept"] = True
             else:
                 B, T = speed_geometry or (batch_size, block_size)
-                speeds = measure_throughput([(dataclasses.replace(c, block_size=T), dataclasses.replace(t, batch_size=B))
-                                             for c, t in ((best["cfg"], best["tcfg"]), (cfg, tcfg))], data)
+                speeds = measure_throughput([(dataclasses.replace(c, block_size=T),
+                                              dataclasses.replace(t, batch_size=B))
+                                             for c, t in ((best["cfg"], best["tcfg"]), (
+                                                 cfg, tcfg))], data)
                 row["tok_per_s"], row["slowdown"] = speeds[1], 1 - speeds[1] / speeds[0]
-                row["kept"] = res["L"] < best["L"] - min_gain and row["slowdown"] <= max_slowdown
+                row["kept"] = (res["L"] < best["L"] - min_gain
+                               and row["slowdown"] <= max_slowdown)
             if row["kept"]: recipe, best = cand, row
             rows.append(row)
             bar.set(last=f"{name}: L={res['L']:.3f}{' kept' if row['kept'] else ''}")
@@ -266,47 +339,69 @@ def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path, lrs:
     return rows, recipe
 
 # %% ../nbs/07_scaling_laws.ipynb #993aa775
-BASE_SETUP = {   # the chapter's experiments at each scale (`LLMFS_SCALE`): the recipe study and sweep, then the base model
-    "test": dict(block_size=32, batch_size=8, recipe_shape=dict(n_layer=1, n_head=2, n_embd=32), recipe_flops=3e9,
-                 lrs=(4e-3,), budgets=[4e9, 8e9, 1.6e10, 3.2e10], bootstrap=8, base_seconds=10,
+# the chapter's experiments at each scale (`LLMFS_SCALE`): the recipe study and sweep,
+# then the base model
+BASE_SETUP = {
+    "test": dict(block_size=32, batch_size=8,
+                 recipe_shape=dict(n_layer=1, n_head=2, n_embd=32), recipe_flops=3e9,
+                 lrs=(4e-3,), budgets=[4e9, 8e9, 1.6e10, 3.2e10], bootstrap=8,
+                 base_seconds=10,
                  base_block_size=32, base_batch_size=8,
-                 sweep_shapes=[dict(n_layer=1, n_head=1, n_embd=16), dict(n_layer=1, n_head=2, n_embd=32),
-                               dict(n_layer=2, n_head=2, n_embd=48), dict(n_layer=2, n_head=2, n_embd=64)]),
-    "book": dict(block_size=128, batch_size=4, recipe_shape=dict(n_layer=2, n_head=2, n_embd=128), recipe_flops=1e12,
-                 lrs=(4e-3, 8e-3), budgets=[1e11, 2e11, 4e11, 8e11], bootstrap=40, base_seconds=20 * 60,
+                 sweep_shapes=[dict(n_layer=1, n_head=1, n_embd=16),
+                               dict(n_layer=1, n_head=2, n_embd=32),
+                               dict(n_layer=2, n_head=2, n_embd=48),
+                               dict(n_layer=2, n_head=2, n_embd=64)]),
+    "book": dict(block_size=128, batch_size=4,
+                 recipe_shape=dict(n_layer=2, n_head=2, n_embd=128), recipe_flops=1e12,
+                 lrs=(4e-3, 8e-3), budgets=[1e11, 2e11, 4e11, 8e11], bootstrap=40,
+                 base_seconds=20 * 60,
                  base_block_size=256, base_batch_size=8,
-                 sweep_shapes=[dict(n_layer=1, n_head=1, n_embd=64), dict(n_layer=2, n_head=1, n_embd=64),
-                               dict(n_layer=2, n_head=2, n_embd=96), dict(n_layer=3, n_head=2, n_embd=128),
+                 sweep_shapes=[dict(n_layer=1, n_head=1, n_embd=64),
+                               dict(n_layer=2, n_head=1, n_embd=64),
+                               dict(n_layer=2, n_head=2, n_embd=96),
+                               dict(n_layer=3, n_head=2, n_embd=128),
                                dict(n_layer=4, n_head=2, n_embd=160)]),
 }
 
 # %% ../nbs/07_scaling_laws.ipynb #04116542
-def sweep_plan(budgets: Sequence[float], shapes: Sequence[dict], vocab_size: int, block_size: int = 256,
-               batch_size: int = 8, model: dict | None = None, min_steps: int = 8) -> list[dict]:
-    "The IsoFLOP plan: for each budget C (FLOPs) and model shape, the config and the steps of `batch_size` x `block_size` tokens that spend C."
-    if not budgets or min(budgets) <= 0: raise UserError(f"budgets must be positive FLOP counts, got {list(budgets)}", code=2)
+def sweep_plan(budgets: Sequence[float], shapes: Sequence[dict], vocab_size: int,
+               block_size: int = 256,
+               batch_size: int = 8, model: dict | None = None,
+               min_steps: int = 8) -> list[dict]:
+    """The IsoFLOP plan: for each budget C (FLOPs) and model shape, the config and the
+    steps of `batch_size` x `block_size` tokens that spend C."""
+    if not budgets or min(budgets) <= 0:
+        raise UserError(f"budgets must be positive FLOP counts, got {list(budgets)}",
+                        code=2)
     plan = []
     for C in budgets:
         for shape in shapes:
-            cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**(model or {}), **shape})
+            cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size,
+                            **{**(model or {}), **shape})
             steps = round(C / (flops_per_token(cfg)["train"] * batch_size * block_size))
-            if steps < min_steps: continue                      # too big a model for this budget: skip it
+            if steps < min_steps: continue  # too big a model for this budget: skip it
             n = param_counts(cfg)
-            plan.append({"C": float(C), "cfg": cfg, "steps": steps, "N": n["with embeddings"], "N_ne": n["non-embedding"],
+            plan.append({"C": float(C), "cfg": cfg, "steps": steps,
+                         "N": n["with embeddings"], "N_ne": n["non-embedding"],
                          "D": steps * batch_size * block_size})
     return plan
 
-def run_sweep(plan: Sequence[dict], data: Any, out_dir: str | Path, batch_size: int = 8, train: dict | None = None,
-              progress: bool | str = True) -> list[dict]:
-    "Train every run of `plan` on `data` with `cached_run` (finished runs are read back, interrupted ones resume); return the runs with their final validation loss `L`."
+def run_sweep(plan: Sequence[dict], data: Any, out_dir: str | Path, batch_size: int = 8,
+              train: dict | None = None, progress: bool | str = True) -> list[dict]:
+    """Train every run of `plan` on `data` with `cached_run` (finished runs are read
+    back, interrupted ones resume); return the runs with their final validation loss
+    `L`."""
     from llm_from_scratch.core import Progress
     results = []
-    with Progress(len(plan), "IsoFLOP sweep", unit="run", mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
+    with Progress(len(plan), "IsoFLOP sweep", unit="run",
+                  mode={True: "auto", False: "none"}.get(progress, progress)) as bar:
         for r in plan:
             cfg = r["cfg"]
             tcfg = train_config(train or {}, r["D"], cfg.block_size, batch_size)
-            res = cached_run(cfg, tcfg, data, out_dir, f"C{r['C']:.1e}-{cfg.n_layer}x{cfg.n_embd}")
-            results.append({**{k: v for k, v in r.items() if k != "cfg"}, "shape": f"{cfg.n_layer}x{cfg.n_embd}", **res})
+            res = cached_run(cfg, tcfg, data, out_dir,
+                             f"C{r['C']:.1e}-{cfg.n_layer}x{cfg.n_embd}")
+            results.append({**{k: v for k, v in r.items() if k != "cfg"},
+                            "shape": f"{cfg.n_layer}x{cfg.n_embd}", **res})
             bar.set(last=f"{cfg.n_layer}x{cfg.n_embd} L={res['L']:.3f}")
             bar.update()
     return results
@@ -314,129 +409,194 @@ def run_sweep(plan: Sequence[dict], data: Any, out_dir: str | Path, batch_size: 
 
 # %% ../nbs/07_scaling_laws.ipynb #8409632d
 PLANNER_SHAPES = [dict(n_layer=L, n_head=d // 64, n_embd=d) for d, L in
-                  ((128, 2), (192, 3), (256, 4), (320, 5), (384, 6), (448, 7), (512, 8), (640, 10), (768, 12))]
-MAX_PLAN_SECONDS = 30 * 24 * 3600                      # a month of this machine: beyond that, refuse
+                  ((128, 2), (192, 3), (256, 4), (320, 5), (384, 6), (448, 7), (512, 8),
+                   (640, 10), (768, 12))]
+MAX_PLAN_SECONDS = 30 * 24 * 3600  # a month of this machine: beyond that, refuse
 
-_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400}
+_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "hours": 3600,
+          "d": 86400, "day": 86400, "days": 86400}
 
 def parse_budget(text: str) -> tuple[str, float]:
-    """A compute budget from a string: FLOPs (`3e14`, `3e14flops`) -> ('flops', 3e14); a duration (`20min`, `90s`,
-    `1.5h`, `2 days`) -> ('seconds', 1200.0) and so on. A malformed or non-positive budget is a `UserError`."""
-    m = re.fullmatch(r"\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
-    if not m: raise UserError(f"cannot read the budget {text!r}", "give FLOPs such as 3e14 or a time such as 20min, 1.5h, 90s", code=2)
+    """A compute budget from a string: FLOPs (`3e14`, `3e14flops`) -> ('flops', 3e14); a
+    duration (`20min`, `90s`,
+    `1.5h`, `2 days`) -> ('seconds', 1200.0) and so on. A malformed or non-positive
+    budget is a `UserError`."""
+    m = re.fullmatch(r"\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*",
+                     str(text).lower())
+    if not m:
+        raise UserError(f"cannot read the budget {text!r}",
+                        "give FLOPs such as 3e14 or a time such as 20min, 1.5h, 90s",
+                        code=2)
     try: value = float(m[1])
-    except ValueError: raise UserError(f"cannot read the number in the budget {text!r}", "give e.g. 3e14 or 20min", code=2) from None
+    except ValueError:
+        raise UserError(f"cannot read the number in the budget {text!r}",
+                        "give e.g. 3e14 or 20min", code=2) from None
     unit = m[2]
     if unit not in ("", "flop", "flops") and unit not in _UNITS:
-        raise UserError(f"unknown unit {unit!r} in the budget {text!r}", "use FLOPs (no unit) or s, min, h, days", code=2)
+        raise UserError(f"unknown unit {unit!r} in the budget {text!r}",
+                        "use FLOPs (no unit) or s, min, h, days", code=2)
     if not math.isfinite(value) or value <= 0:
-        raise UserError(f"the budget must be positive, got {text!r}", "give e.g. 3e14 FLOPs or 20min", code=2)
-    return ("flops", value) if unit in ("", "flop", "flops") else ("seconds", value * _UNITS[unit])
+        raise UserError(f"the budget must be positive, got {text!r}",
+                        "give e.g. 3e14 FLOPs or 20min", code=2)
+    return (("flops", value) if unit in ("", "flop", "flops")
+            else ("seconds", value * _UNITS[unit]))
 
-def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict, block_size: int = 256, batch_size: int = 8,
-               flops: float | None = None, seconds: float | None = None, shapes: Sequence[dict] = PLANNER_SHAPES,
-               train_tokens: int | None = None, max_epochs: float = 1.0, min_steps: int = 50) -> dict[str, Any]:
-    """The compute-optimal run for a budget of `flops` FLOPs or `seconds` on a machine doing `flops_per_s` training FLOPs
-    per second: of the `shapes` (with the `model` recipe), the one whose fitted loss `law(N, D)` is lowest when it trains
-    on the D tokens that spend the budget, and sees the `train_tokens` of the training split at most `max_epochs` times
-    (the law was fitted on runs that never repeat data). Returns the config, N, D, steps, predicted loss, FLOPs and
+def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict,
+               block_size: int = 256, batch_size: int = 8, flops: float | None = None,
+               seconds: float | None = None, shapes: Sequence[dict] = PLANNER_SHAPES,
+               train_tokens: int | None = None, max_epochs: float = 1.0,
+               min_steps: int = 50) -> dict[str, Any]:
+    """The compute-optimal run for a budget of `flops` FLOPs or `seconds` on a machine
+    doing `flops_per_s` training FLOPs
+    per second: of the `shapes` (with the `model` recipe), the one whose fitted loss
+    `law(N, D)` is lowest when it trains
+    on the D tokens that spend the budget, and sees the `train_tokens` of the training
+    split at most `max_epochs` times
+    (the law was fitted on runs that never repeat data). Returns the config, N, D,
+    steps, predicted loss, FLOPs and
     expected seconds."""
-    if (flops is None) == (seconds is None): raise ValueError("give exactly one of flops= and seconds=")
+    if (flops is None) == (seconds is None):
+        raise ValueError("give exactly one of flops= and seconds=")
     for name, v in (("FLOPs", flops), ("seconds", seconds)):
         if v is not None and not (math.isfinite(v) and v > 0):
-            raise UserError(f"the budget must be a positive number of {name}, got {v}", "give e.g. 3e14 FLOPs or 20min", code=2)
+            raise UserError(f"the budget must be a positive number of {name}, got {v}",
+                            "give e.g. 3e14 FLOPs or 20min", code=2)
     C = flops if flops is not None else seconds * flops_per_s
     if C / flops_per_s > MAX_PLAN_SECONDS:
-        raise UserError(f"a budget of {C:.3g} FLOPs would take {C / flops_per_s / 86400 / 365:.3g} years on this machine "
-                        f"({flops_per_s:.3g} FLOP/s)", "give a budget of at most a month, or plan on a faster machine", code=2)
+        raise UserError(
+            f"a budget of {C:.3g} FLOPs would take {C / flops_per_s / 86400 / 365:.3g} "
+            f"years on this machine " f"({flops_per_s:.3g} FLOP/s)",
+            "give a budget of at most a month, or plan on a faster machine", code=2)
     options, repeats = [], False
     for shape in shapes:
-        cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**model, **shape})
+        cfg = GPTConfig(vocab_size=vocab_size, block_size=block_size,
+                        **{**model, **shape})
         per_token = flops_per_token(cfg)["train"]
         steps = int(C // (per_token * batch_size * block_size))
         N, D = param_counts(cfg)["with embeddings"], steps * batch_size * block_size
         if steps < min_steps: continue
         if train_tokens and D > max_epochs * train_tokens: repeats = True; continue
-        options.append({"cfg": cfg, "N": N, "D": D, "steps": steps, "L": float(law(N, D)), "flops": steps * batch_size * block_size * per_token})
-    if not options and repeats:                     # every shape with enough steps would repeat the data
-        raise UserError(f"a budget of {C:.3g} FLOPs needs more than {max_epochs:g} pass(es) over the {train_tokens:,} training "
-                        "tokens for every model shape considered", "give a smaller budget or enlarge the corpus", code=2)
+        options.append({"cfg": cfg, "N": N, "D": D, "steps": steps,
+                        "L": float(law(N, D)), "flops": steps * batch_size
+                        * block_size * per_token})
+    if not options and repeats:  # every shape with enough steps would repeat the data
+        raise UserError(
+            f"a budget of {C:.3g} FLOPs needs more than {max_epochs:g} pass(es) over "
+            f"the {train_tokens:,} training " "tokens for every model shape considered",
+            "give a smaller budget or enlarge the corpus", code=2)
     if not options:
-        smallest = GPTConfig(vocab_size=vocab_size, block_size=block_size, **{**model, **shapes[0]})
+        smallest = GPTConfig(vocab_size=vocab_size, block_size=block_size,
+                             **{**model, **shapes[0]})
         need = min_steps * batch_size * block_size * flops_per_token(smallest)["train"]
-        raise UserError(f"a budget of {C:.3g} FLOPs ({C / flops_per_s:.3g} s here) is too small: the smallest model needs "
-                        f"{need:.3g} FLOPs ({need / flops_per_s:.3g} s) for {min_steps} steps", "give a larger budget", code=2)
+        raise UserError(
+            f"a budget of {C:.3g} FLOPs ({C / flops_per_s:.3g} s here) is too small: "
+            f"the smallest model needs " f"{need:.3g} FLOPs ({need / flops_per_s:.3g} "
+            f"s) for {min_steps} steps", "give a larger budget", code=2)
     best = dict(min(options, key=lambda o: o["L"]))
-    best.update(seconds=best["flops"] / flops_per_s, budget=C, batch_size=batch_size, options=options,
-                epochs=best["D"] / train_tokens if train_tokens else None)
+    best.update(seconds=best["flops"] / flops_per_s, budget=C, batch_size=batch_size,
+                options=options, epochs=best["D"] / train_tokens if train_tokens
+                else None)
     return best
 
 # %% ../nbs/07_scaling_laws.ipynb #22e96101
 def machine_flops(cfg: GPTConfig, tcfg: Any, data: Any) -> float:
-    "Training FLOPs per second of `cfg` with `tcfg` on this machine now (chapter 5's count times measured tokens/s)."
-    return measure_throughput([(cfg, tcfg)], data, steps=3, rounds=2)[0] * flops_per_token(cfg)["train"]
+    """Training FLOPs per second of `cfg` with `tcfg` on this machine now (chapter 5's
+    count times measured tokens/s)."""
+    return (measure_throughput([(cfg, tcfg)], data, steps=3, rounds=2)[0]
+            * flops_per_token(cfg)["train"])
 
-def plan_with_interval(law: LossLaw, runs: Sequence[dict], flops_per_s: float, data: Any, recipe: dict,
-                       n_boot: int, setup: dict, **budget: float) -> dict[str, Any]:
-    """`plan_model` for the budget (`flops=` or `seconds=`), re-planned once with the FLOP/s measured on the chosen
-    shape, and the 95% bootstrap interval of its predicted loss (the law refitted on resampled runs)."""
-    kw = dict(vocab_size=data.vocab_size, model=recipe["model"], block_size=setup["base_block_size"],
-              batch_size=setup["base_batch_size"], train_tokens=len(data.train))
+def plan_with_interval(law: LossLaw, runs: Sequence[dict], flops_per_s: float,
+                       data: Any, recipe: dict, n_boot: int, setup: dict,
+                       **budget: float) -> dict[str, Any]:
+    """`plan_model` for the budget (`flops=` or `seconds=`), re-planned once with the
+    FLOP/s measured on the chosen
+    shape, and the 95% bootstrap interval of its predicted loss (the law refitted on
+    resampled runs)."""
+    kw = dict(vocab_size=data.vocab_size, model=recipe["model"],
+              block_size=setup["base_block_size"], batch_size=setup["base_batch_size"],
+              train_tokens=len(data.train))
     plan = plan_model(law, flops_per_s, **kw, **budget)
-    for _ in range(2):                                 # the guessed FLOP/s -> the chosen shape's own FLOP/s
-        tcfg = train_config(recipe["train"], plan["D"], setup["base_block_size"], setup["base_batch_size"])
+    for _ in range(2):  # the guessed FLOP/s -> the chosen shape's own FLOP/s
+        tcfg = train_config(recipe["train"], plan["D"], setup["base_block_size"],
+                            setup["base_batch_size"])
         flops_per_s = machine_flops(plan["cfg"], tcfg, data)
         again = plan_model(law, flops_per_s, **kw, **budget)
         if again["cfg"] == plan["cfg"] and again["steps"] == plan["steps"]: break
         plan = again
     plan["flops_per_s"] = flops_per_s
     plan["seconds"] = plan["flops"] / flops_per_s
-    ci = bootstrap(runs, lambda rs: {"L": float(refit(law, rs)(plan["N"], plan["D"]))}, n=n_boot, within=None)
+    ci = bootstrap(runs, lambda rs: {"L": float(refit(law, rs)(plan["N"], plan["D"]))},
+                   n=n_boot, within=None)
     plan["interval"] = ci["L"]
     return plan
 
 # %% ../nbs/07_scaling_laws.ipynb #854eaf9d
 def base_plan(progress: bool | str = True) -> dict[str, Any]:
-    """The chapter's decision about the book's base model, cached as `base-model/plan.json`: the recipe study, the
-    IsoFLOP sweep with that recipe, the fitted law, and the plan (shape, tokens, predicted loss and interval) for
-    `BASE_SETUP[scale()]['base_seconds']` of this machine. Each run is cached, so a rerun only re-reads them."""
+    """The chapter's decision about the book's base model, cached as
+    `base-model/plan.json`: the recipe study, the
+    IsoFLOP sweep with that recipe, the fitted law, and the plan (shape, tokens,
+    predicted loss and interval) for
+    `BASE_SETUP[scale()]['base_seconds']` of this machine. Each run is cached, so a
+    rerun only re-reads them."""
     from llm_from_scratch.core import cache_dir, cached, scale
     from llm_from_scratch.train import default_data
     def build(tmp: Path) -> None:
         s, data = BASE_SETUP[scale()], default_data()
-        rows, recipe = recipe_study(data, s["recipe_shape"], s["recipe_flops"], cache_dir("runs", "ch07-recipe"), s["lrs"],
-                                    s["block_size"], s["batch_size"], speed_geometry=(s["base_batch_size"], s["base_block_size"]),
+        rows, recipe = recipe_study(data, s["recipe_shape"], s["recipe_flops"],
+                                    cache_dir("runs", "ch07-recipe"), s["lrs"],
+                                    s["block_size"], s["batch_size"],
+                                    speed_geometry=(s["base_batch_size"],
+                                                    s["base_block_size"]),
                                     progress=progress)
-        sweep = sweep_plan(s["budgets"], s["sweep_shapes"], data.vocab_size, s["block_size"], s["batch_size"], recipe["model"])
-        runs = run_sweep(sweep, data, cache_dir("runs", "ch07-isoflop"), s["batch_size"], recipe["train"], progress)
-        law = fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs], [r["L"] for r in runs])
-        guess = max(r["tok_per_s"] * r["C"] / r["D"] for r in runs)   # FLOP/s of the fastest sweep run
-        plan = plan_with_interval(law, runs, guess, data, recipe, s["bootstrap"], s, seconds=s["base_seconds"])
-        tcfg = train_config(recipe["train"], plan["D"], s["base_block_size"], s["base_batch_size"])
-        tcfg = dataclasses.replace(tcfg, eval_interval=max(1, plan["steps"] // 10), eval_batches=20,
+        sweep = sweep_plan(s["budgets"], s["sweep_shapes"], data.vocab_size,
+                           s["block_size"], s["batch_size"], recipe["model"])
+        runs = run_sweep(sweep, data, cache_dir("runs", "ch07-isoflop"),
+                         s["batch_size"], recipe["train"], progress)
+        law = fit_loss_law([r["N"] for r in runs], [r["D"] for r in runs],
+                           [r["L"] for r in runs])
+        # FLOP/s of the fastest sweep run
+        guess = max(r["tok_per_s"] * r["C"] / r["D"] for r in runs)
+        plan = plan_with_interval(law, runs, guess, data, recipe, s["bootstrap"], s,
+                                  seconds=s["base_seconds"])
+        tcfg = train_config(recipe["train"], plan["D"], s["base_block_size"],
+                            s["base_batch_size"])
+        tcfg = dataclasses.replace(tcfg, eval_interval=max(1, plan["steps"] // 10),
+                                   eval_batches=20,
                                    ckpt_interval=max(1, plan["steps"] // 20))
-        tmp.write_text(json.dumps({
-            "model": plan["cfg"].to_dict(), "train": tcfg.to_dict(), "recipe": recipe, "data": data.name,
-            "N": plan["N"], "D": plan["D"], "budget_seconds": s["base_seconds"], "flops": plan["flops"],
-            "flops_per_s": plan["flops_per_s"], "expected_seconds": plan["seconds"], "predicted_val_loss": plan["L"],
-            "interval": list(plan["interval"]), "law": dataclasses.asdict(law), "epochs": plan["epochs"],
-            "options": [{k: v for k, v in o.items() if k != "cfg"} | {"shape": f"{o['cfg'].n_layer}x{o['cfg'].n_embd}"}
-                        for o in plan["options"]],
-            "recipe_rows": rows, "runs": runs}, indent=1))
+        def options_row(o: dict) -> dict:
+            shape = f"{o['cfg'].n_layer}x{o['cfg'].n_embd}"
+            return {k: v for k, v in o.items() if k != "cfg"} | {"shape": shape}
+        tmp.write_text(json.dumps({"model": plan["cfg"].to_dict(),
+                                   "train": tcfg.to_dict(), "recipe": recipe,
+                                   "data": data.name, "N": plan["N"], "D": plan["D"],
+                                   "budget_seconds": s["base_seconds"],
+                                   "flops": plan["flops"],
+                                   "flops_per_s": plan["flops_per_s"],
+                                   "expected_seconds": plan["seconds"],
+                                   "predicted_val_loss": plan["L"],
+                                   "interval": list(plan["interval"]),
+                                   "law": dataclasses.asdict(law),
+                                   "epochs": plan["epochs"],
+                                   "options": [options_row(o) for o in plan["options"]],
+                                   "recipe_rows": rows, "runs": runs}, indent=1))
     return json.loads(cached("base-model/plan.json", build).read_text())
 
 def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
-    """The book's base model (evaluation mode) and its model card. The first call trains it by `base_plan()` (resumable:
-    an interrupted run continues from its last checkpoint), scores it on the held-out split and writes the card."""
+    """The book's base model (evaluation mode) and its model card. The first call trains
+    it by `base_plan()` (resumable:
+    an interrupted run continues from its last checkpoint), scores it on the held-out
+    split and writes the card."""
     from llm_from_scratch.core import atomic_write, scale, wait_for_folder
     from llm_from_scratch.data import corpus_checksum
     from llm_from_scratch.tokenizer import default_tokenizer
-    from llm_from_scratch.train import (TrainConfig, data_identity, default_data, heldout_bpb, run_folder, train,
-                                        weights_digest)
+    from llm_from_scratch.train import (TrainConfig, data_identity, default_data,
+                                        heldout_bpb, run_folder, train, weights_digest)
     plan = base_plan(progress)
-    cfg, tcfg, data = GPTConfig.from_dict(plan["model"]), TrainConfig.from_dict(plan["train"]), default_data()
+    cfg, tcfg, data = (GPTConfig.from_dict(plan["model"]),
+                       TrainConfig.from_dict(plan["train"]), default_data())
     run_dir = run_folder("base-model", cfg, tcfg, data)
-    wait_for_folder(run_dir)                      # another process may be training it (parallel tests): let it finish
+    # another process may be training it (parallel tests): let it finish
+    wait_for_folder(run_dir)
     card_path = run_dir / "card.json"
     if card_path.exists():
         from llm_from_scratch.checkpoint import load_checkpoint
@@ -445,80 +605,106 @@ def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
         model.load_state_dict(load_checkpoint(run_dir / "ckpt.pt")["model"])
         card = json.loads(card_path.read_text())
         if weights_digest(model) != card["weights_sha256"]:
-            raise UserError(f"the base model in {run_dir} does not match its card", f"delete {run_dir} to train it again")
+            raise UserError(f"the base model in {run_dir} does not match its card",
+                            f"delete {run_dir} to train it again")
         return model.eval(), card
     out = train(cfg, tcfg, data, run_dir, progress=progress)
     model = out["model"].eval()
     tok = default_tokenizer()
-    card = {"name": "llm-from-scratch base model", "scale": scale(), "model_config": plan["model"],
-            "train_config": plan["train"], "recipe": plan["recipe"], "parameters": plan["N"], "tokens": plan["D"],
-            "seconds": out["seconds"], "tok_per_s": out["tok_per_s"], "val_loss": out["val_loss"],
-            "predicted_val_loss": plan["predicted_val_loss"], "interval": plan["interval"],
-            "heldout": heldout_bpb(model), "data": data_identity(data),
-            "corpus_sha256": {s: corpus_checksum(s) for s in ("train", "val")},
-            "tokenizer": {"vocab_size": tok.vocab_size, "sha256": hashlib.sha256(json.dumps(
-                [sorted(tok.merges.items()), tok.special_tokens, tok.pattern]).encode()).hexdigest()},
+    card = {"name": "llm-from-scratch base model", "scale": scale(),
+            "model_config": plan["model"], "train_config": plan["train"],
+            "recipe": plan["recipe"], "parameters": plan["N"], "tokens": plan["D"],
+            "seconds": out["seconds"], "tok_per_s": out["tok_per_s"],
+            "val_loss": out["val_loss"],
+            "predicted_val_loss": plan["predicted_val_loss"],
+            "interval": plan["interval"], "heldout": heldout_bpb(model),
+            "data": data_identity(data), "corpus_sha256": {
+                s: corpus_checksum(s) for s in ("train", "val")},
+            "tokenizer": {"vocab_size": tok.vocab_size,
+                          "sha256": hashlib.sha256(json.dumps(
+                              [sorted(tok.merges.items()), tok.special_tokens,
+                               tok.pattern]).encode()).hexdigest()},
             "weights_sha256": weights_digest(model)}
     atomic_write(card_path, json.dumps(card, indent=1))
     return model, card
 
 # %% ../nbs/07_scaling_laws.ipynb #4205a568
 def plan_budget(budget: str, progress: bool | str = True) -> dict[str, Any]:
-    """The planner for a budget string (`parse_budget`), with the law, recipe and sweep of `base_plan()` (planned, and
-    cached, on first use) and this machine's speed measured now: the `llmfs plan` command."""
+    """The planner for a budget string (`parse_budget`), with the law, recipe and sweep
+    of `base_plan()` (planned, and
+    cached, on first use) and this machine's speed measured now: the `llmfs plan`
+    command."""
     from llm_from_scratch.core import scale
     from llm_from_scratch.train import default_data
     kind, value = parse_budget(budget)
     base = base_plan(progress)
     law, setup = LossLaw(**base["law"]), BASE_SETUP[scale()]
-    return plan_with_interval(law, base["runs"], base["flops_per_s"], default_data(), base["recipe"], setup["bootstrap"],
-                              setup, **{kind: value})
+    return plan_with_interval(law, base["runs"], base["flops_per_s"], default_data(),
+                              base["recipe"], setup["bootstrap"], setup,
+                              **{kind: value})
 
 # %% ../nbs/07_scaling_laws.ipynb #eb7a401c
 _SIGNATURE = re.compile(r"^([ \t]*)def \w+\(.*\)\s*(->\s*[^:]+)?:\s*$")
 
 def signature_prompts(texts: Iterable[str], n: int, seed: int = 0) -> list[str]:
-    "`n` held-out function signatures, each with the text of its file before it: the prompt ends with the `def` line."
+    """`n` held-out function signatures, each with the text of its file before it: the
+    prompt ends with the `def` line."""
     found = []
     for text in texts:
         lines = text.splitlines(keepends=True)
         for i, line in enumerate(lines):
-            if _SIGNATURE.match(line.rstrip("\n")) and line.endswith("\n"): found.append("".join(lines[:i + 1]))
-    if len(found) < n: raise ValueError(f"only {len(found)} function signatures in the texts, {n} wanted")
+            if _SIGNATURE.match(line.rstrip("\n")) and line.endswith("\n"):
+                found.append("".join(lines[:i + 1]))
+    if len(found) < n:
+        raise ValueError(
+            f"only {len(found)} function signatures in the texts, {n} wanted")
     rng = np.random.default_rng(seed)
     return [found[i] for i in sorted(rng.choice(len(found), n, replace=False))]
 
 def completion_parses(prompt: str, completion: str) -> bool:
-    """Whether the prompt's last line (a `def`) plus `completion`, trimmed to its last complete line and to the lines
-    of the function body, is valid Python by `ast.parse` (dedented, so a method parses on its own)."""
+    """Whether the prompt's last line (a `def`) plus `completion`, trimmed to its last
+    complete line and to the lines
+    of the function body, is valid Python by `ast.parse` (dedented, so a method parses
+    on its own)."""
     import ast, textwrap
     sig = prompt.splitlines()[-1]
     indent = len(sig) - len(sig.lstrip())
     body = []
     for line in completion[:completion.rfind("\n") + 1].splitlines():
-        if line.strip() and len(line) - len(line.lstrip()) <= indent: break      # back at the def's level: the function ended
+        # back at the def's level: the function ended
+        if line.strip() and len(line) - len(line.lstrip()) <= indent: break
         body.append(line)
     try: ast.parse(textwrap.dedent("\n".join([sig] + body)) + "\n")
     except (SyntaxError, ValueError): return False
     return True
 
 @torch.no_grad()
-def parse_share(model: Any, encode: Callable[[str], list[int]], decode: Callable[[list[int]], str], prompts: Sequence[str],
-                new_tokens: int = 48, seed: int = 0, batch_size: int = 16) -> tuple[float, list[str]]:
-    """Share of `prompts` whose completion by `model` (`new_tokens` sampled at temperature 0.8, top-k 50, seeded; each
-    prompt cut to its last block_size - new_tokens tokens) `completion_parses`; also the completions."""
+def parse_share(model: Any, encode: Callable[[str], list[int]],
+                decode: Callable[[list[int]], str], prompts: Sequence[str],
+                new_tokens: int = 48, seed: int = 0,
+                batch_size: int = 16) -> tuple[float, list[str]]:
+    """Share of `prompts` whose completion by `model` (`new_tokens` sampled at
+    temperature 0.8, top-k 50, seeded; each
+    prompt cut to its last block_size - new_tokens tokens) `completion_parses`; also the
+    completions."""
     from llm_from_scratch.generate import generate
     keep = model.cfg.block_size - new_tokens
-    if keep < 1: raise ValueError(f"new_tokens={new_tokens} leaves no room for a prompt in a block of {model.cfg.block_size}")
+    if keep < 1:
+        raise ValueError(
+            f"new_tokens={new_tokens} leaves no room for a prompt in a block of "
+            f"{model.cfg.block_size}")
     ids = [encode(p)[-keep:] for p in prompts]
     gen, outs = torch.Generator().manual_seed(seed), []
     for b in range(0, len(ids), batch_size):
         chunk = ids[b:b + batch_size]
         width = max(len(i) for i in chunk)
-        if any(len(i) != width for i in chunk):          # prompts too short to fill the window: one at a time
-            rows = [generate(model, torch.tensor([i]), new_tokens, 0.8, 50, generator=gen)[0, len(i):] for i in chunk]
+        # prompts too short to fill the window: one at a time
+        if any(len(i) != width for i in chunk):
+            rows = [generate(model, torch.tensor([i]), new_tokens, 0.8, 50,
+                             generator=gen)[0, len(i):] for i in chunk]
         else:
-            rows = list(generate(model, torch.tensor(chunk), new_tokens, 0.8, 50, generator=gen)[:, width:])
+            rows = list(generate(model, torch.tensor(chunk), new_tokens, 0.8, 50,
+                                 generator=gen)[:, width:])
         outs += [decode(r.tolist()) for r in rows]
     ok = [completion_parses(p, c) for p, c in zip(prompts, outs)]
     return sum(ok) / len(ok), outs

@@ -25,7 +25,8 @@ import tiktoken
 
 from fastcore.basics import patch
 
-from .core import UserError, at_scale, atomic_write, cached, project_root
+from .core import (UserError, at_scale, atomic_write, cached,
+                                   project_root)
 
 # %% auto #0
 __all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'get_stats', 'merge', 'count_pretokens', 'train_bpe_naive',
@@ -33,15 +34,18 @@ __all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'get_stats', 'merg
            'default_vocab_size', 'default_tokenizer', 'bytes_per_token']
 
 # %% ../nbs/02_tokenizer.ipynb #540f61ad
-def get_stats(ids: Sequence[int], counts: dict[tuple[int, int], int] | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
-    "Add `weight` to `counts[(a, b)]` for every adjacent pair `a, b` in `ids`; return `counts`."
+def get_stats(ids: Sequence[int], counts: dict[tuple[int, int], int] | None = None,
+              weight: int = 1) -> dict[tuple[int, int], int]:
+    """Add `weight` to `counts[(a, b)]` for every adjacent pair `a, b` in `ids`; return
+    `counts`."""
     counts = {} if counts is None else counts
     for pair in zip(ids, ids[1:]):
         counts[pair] = counts.get(pair, 0) + weight
     return counts
 
 def merge(ids: Sequence[int], pair: tuple[int, int], idx: int) -> list[int]:
-    "Replace each occurrence of `pair` in `ids` (left to right, non-overlapping) by `idx`."
+    """Replace each occurrence of `pair` in `ids` (left to right, non-overlapping) by
+    `idx`."""
     out, i, n = [], 0, len(ids)
     a, b = pair
     while i < n:
@@ -63,13 +67,15 @@ def _special_regex(specials: Iterable[str]) -> re.Pattern | None:
     return re.compile("|".join(re.escape(s) for s in specials)) if specials else None
 
 def _utf8(text: str) -> bytes:
-    "UTF-8 bytes of `text`; lone surrogates (not encodable) become U+FFFD, as in tiktoken."
+    """UTF-8 bytes of `text`; lone surrogates (not encodable) become U+FFFD, as in
+    tiktoken."""
     if not isinstance(text, str):
         raise TypeError(f"expected text as str, got {type(text).__name__}")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+        return text.encode("utf-16", "surrogatepass").decode(
+            "utf-16", "replace").encode("utf-8")
 
 def _count_chunk(args: tuple[list[str], str, tuple[str, ...]]) -> Counter:
     "Count the pre-tokens of a list of documents (runs in a worker process)."
@@ -82,45 +88,58 @@ def _count_chunk(args: tuple[list[str], str, tuple[str, ...]]) -> Counter:
     return counts
 
 # %% ../nbs/02_tokenizer.ipynb #c610dd04
-def _chunks(texts: Iterable[str], chunk_chars: int, specials: Sequence[str] = ()) -> Iterator[list[str]]:
-    "Group documents into lists of about `chunk_chars` characters; a longer document is split at its special tokens."
+def _chunks(texts: Iterable[str], chunk_chars: int,
+            specials: Sequence[str] = ()) -> Iterator[list[str]]:
+    """Group documents into lists of about `chunk_chars` characters; a longer document
+    is split at its special tokens."""
     chunk, size, split = [], 0, _special_regex(specials)
     for t in texts:
         if not isinstance(t, str):
-            raise TypeError(f"training texts must be str, got {type(t).__name__}; decode bytes first (e.g. with .decode('utf-8')).")
-        for part in (split.split(t) if split is not None and len(t) > chunk_chars else (t,)):
+            raise TypeError(
+                f"training texts must be str, got {type(t).__name__}; decode bytes "
+                f"first (e.g. with .decode('utf-8')).")
+        for part in (split.split(t) if split is not None
+                     and len(t) > chunk_chars else (t,)):
             chunk.append(part); size += len(part)
             if size >= chunk_chars:
                 yield chunk
                 chunk, size = [], 0
     if chunk: yield chunk
 
-def count_pretokens(texts: Iterable[str], pattern: str = GPT4_SPLIT_PATTERN, special_tokens: Iterable[str] = (),
-                    n_jobs: int | None = None, chunk_chars: int = 1 << 20) -> Counter:
-    "Counter of the UTF-8 bytes of every pre-token in `texts` (special tokens removed), counted on `n_jobs` processes (default: all cores)."
+def count_pretokens(texts: Iterable[str], pattern: str = GPT4_SPLIT_PATTERN,
+                    special_tokens: Iterable[str] = (), n_jobs: int | None = None,
+                    chunk_chars: int = 1 << 20) -> Counter:
+    """Counter of the UTF-8 bytes of every pre-token in `texts` (special tokens
+    removed), counted on `n_jobs` processes (default: all cores)."""
     specials = tuple(special_tokens)
     n_jobs = n_jobs or os.cpu_count() or 1
     chunks = _chunks(texts, chunk_chars, specials)
     first, second = next(chunks, None), next(chunks, None)
     total: Counter = Counter()
-    if second is None or n_jobs == 1:                 # small corpus or one core: count here
+    if second is None or n_jobs == 1:  # small corpus or one core: count here
         for c in itertools.chain([first, second], chunks):
             if c is not None: total.update(_count_chunk((c, pattern, specials)))
     else:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        ctx = (mp.get_context("fork") if "fork" in mp.get_all_start_methods()
+               else mp.get_context())
         with ctx.Pool(n_jobs) as pool:
-            pending: deque = deque()                   # at most 2 chunks per worker in flight: bounded memory
+            # at most 2 chunks per worker in flight: bounded memory
+            pending: deque = deque()
             for c in itertools.chain([first, second], chunks):
-                pending.append(pool.apply_async(_count_chunk, ((c, pattern, specials),)))
+                pending.append(pool.apply_async(_count_chunk,
+                                                ((c, pattern, specials),)))
                 if len(pending) >= 2 * n_jobs: total.update(pending.popleft().get())
             while pending: total.update(pending.popleft().get())
     out: Counter = Counter()
-    for piece, n in total.items(): out[_utf8(piece)] += n   # two strings with lone surrogates may give the same bytes
+    # two strings with lone surrogates may give the same bytes
+    for piece, n in total.items(): out[_utf8(piece)] += n
     return out
 
 # %% ../nbs/02_tokenizer.ipynb #9e34408d
-def _best_pair(stats: dict[tuple[int, int], int], vocab: list[bytes], banned: set) -> tuple[int, int] | None:
-    "The most frequent pair; ties go to the greatest `(vocab[a], vocab[b])`. Pairs in `banned` are skipped."
+def _best_pair(stats: dict[tuple[int, int], int], vocab: list[bytes],
+               banned: set) -> tuple[int, int] | None:
+    """The most frequent pair; ties go to the greatest `(vocab[a], vocab[b])`. Pairs in
+    `banned` are skipped."""
     best, best_key = None, None
     for p, c in stats.items():
         if c <= 0 or p in banned: continue
@@ -128,8 +147,10 @@ def _best_pair(stats: dict[tuple[int, int], int], vocab: list[bytes], banned: se
         if best_key is None or key > best_key: best, best_key = p, key
     return best
 
-def train_bpe_naive(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[int, int]]:
-    "Learn `num_merges` merges from `{pre-token bytes: count}`, recounting all pairs after every merge (slow, for reference)."
+def train_bpe_naive(word_counts: dict[bytes, int],
+                    num_merges: int) -> list[tuple[int, int]]:
+    """Learn `num_merges` merges from `{pre-token bytes: count}`, recounting all pairs
+    after every merge (slow, for reference)."""
     vocab = [bytes([i]) for i in range(256)]
     known, banned = set(vocab), set()
     words = [(list(w), n) for w, n in word_counts.items()]
@@ -137,24 +158,31 @@ def train_bpe_naive(word_counts: dict[bytes, int], num_merges: int) -> list[tupl
     while len(merges) < num_merges:
         stats: dict = {}
         for ids, n in words: get_stats(ids, stats, n)
-        while (pair := _best_pair(stats, vocab, banned)) is not None and vocab[pair[0]] + vocab[pair[1]] in known:
+        while ((pair := _best_pair(stats, vocab, banned)) is not None
+                and vocab[pair[0]] + vocab[pair[1]] in known):
             banned.add(pair)
         if pair is None: break                       # nothing left to merge
         idx = len(vocab)
-        vocab.append(vocab[pair[0]] + vocab[pair[1]]); known.add(vocab[-1]); merges.append(pair)
+        vocab.append(vocab[pair[0]] + vocab[pair[1]])
+        known.add(vocab[-1])
+        merges.append(pair)
         words = [(merge(ids, pair, idx), n) for ids, n in words]
     return merges
 
 # %% ../nbs/02_tokenizer.ipynb #c4350fe6
 class _Desc:
-    "Heap key that sorts byte-string pairs in *descending* order (so the heap pops the greatest first)."
+    """Heap key that sorts byte-string pairs in *descending* order (so the heap pops the
+    greatest first)."""
     __slots__ = ("key",)
     def __init__(self, key: tuple[bytes, bytes]): self.key = key
     def __lt__(self, other: _Desc) -> bool: return self.key > other.key
-    def __eq__(self, other: object) -> bool: return isinstance(other, _Desc) and self.key == other.key
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.key == other.key
 
-def train_bpe(word_counts: dict[bytes, int], num_merges: int, progress: bool = False) -> list[tuple[int, int]]:
-    "Learn `num_merges` merges from `{pre-token bytes: count}` with incremental pair counts; same result as `train_bpe_naive`."
+def train_bpe(word_counts: dict[bytes, int], num_merges: int,
+              progress: bool = False) -> list[tuple[int, int]]:
+    """Learn `num_merges` merges from `{pre-token bytes: count}` with incremental pair
+    counts; same result as `train_bpe_naive`."""
     vocab = [bytes([i]) for i in range(256)]
     known, banned = set(vocab), set()
     words = [list(w) for w in word_counts]
@@ -173,9 +201,10 @@ def train_bpe(word_counts: dict[bytes, int], num_merges: int, progress: bool = F
         bar = tqdm(total=num_merges, desc="BPE merges")
     while len(merges) < num_merges and heap:
         negc, _, pair = heapq.heappop(heap)
-        if counts.get(pair, 0) != -negc or negc == 0 or pair in banned: continue   # stale entry
+        # stale entry
+        if counts.get(pair, 0) != -negc or negc == 0 or pair in banned: continue
         a, b = pair
-        if vocab[a] + vocab[b] in known:              # would duplicate an existing token
+        if vocab[a] + vocab[b] in known:  # would duplicate an existing token
             banned.add(pair); continue
         idx = len(vocab)
         vocab.append(vocab[a] + vocab[b]); known.add(vocab[-1]); merges.append(pair)
@@ -183,21 +212,21 @@ def train_bpe(word_counts: dict[bytes, int], num_merges: int, progress: bool = F
         for i in where.pop(pair):
             w, n, L = words[i], freqs[i], len(words[i])
             out, j = [], 0
-            while True:                                # find each occurrence of a, b (list.index runs in C)
+            while True:  # find each occurrence of a, b (list.index runs in C)
                 try: k = w.index(a, j)
                 except ValueError: break
                 if k + 1 < L and w[k + 1] == b:
                     out += w[j:k]
-                    if out:                            # left neighbour x: (x, a) becomes (x, idx)
+                    if out:  # left neighbour x: (x, a) becomes (x, idx)
                         x = out[-1]
                         delta[(x, a)] -= n; delta[(x, idx)] += n; where[(x, idx)].add(i)
-                    if k + 2 < L:                      # right neighbour y: (b, y) becomes (idx, y)
+                    if k + 2 < L:  # right neighbour y: (b, y) becomes (idx, y)
                         y = w[k + 2]
                         delta[(b, y)] -= n; delta[(idx, y)] += n; where[(idx, y)].add(i)
                     out.append(idx); j = k + 2
                 else:
                     out += w[j:k + 1]; j = k + 1
-            words[i] = out + w[j:]                     # unchanged if the index entry was stale
+            words[i] = out + w[j:]  # unchanged if the index entry was stale
         for p, d in delta.items():
             if d == 0 or p == pair: continue
             c = counts[p] = counts[p] + d
@@ -209,11 +238,14 @@ def train_bpe(word_counts: dict[bytes, int], num_merges: int, progress: bool = F
 
 # %% ../nbs/02_tokenizer.ipynb #a6651f80
 class Tokenizer:
-    "Byte-level BPE without pre-tokenisation: merges, vocabulary, a pure-Python encoder and a decoder."
-    def __init__(self, merges: Iterable[tuple[int, int]] = (), byte_order: Sequence[int] | None = None):
+    """Byte-level BPE without pre-tokenisation: merges, vocabulary, a pure-Python
+    encoder and a decoder."""
+    def __init__(self, merges: Iterable[tuple[int, int]] = (),
+                 byte_order: Sequence[int] | None = None):
         byte_order = list(range(256)) if byte_order is None else list(byte_order)
         if sorted(byte_order) != list(range(256)):
-            raise ValueError("byte_order must be a permutation of the 256 byte values 0..255.")
+            raise ValueError(
+                "byte_order must be a permutation of the 256 byte values 0..255.")
         self.byte_order = byte_order
         self._byte_ids = [0] * 256
         for i, b in enumerate(byte_order): self._byte_ids[b] = i
@@ -222,11 +254,16 @@ class Tokenizer:
         for a, b in merges:
             a, b = int(a), int(b)
             if not (0 <= a < len(self.vocab) and 0 <= b < len(self.vocab)):
-                raise ValueError(f"merge {len(self.merges)} = ({a}, {b}) refers to a token that does not exist yet.")
+                raise ValueError(
+                    f"merge {len(self.merges)} = ({a}, {b}) refers to a token that "
+                    f"does not exist yet.")
             self.merges[(a, b)] = len(self.vocab)
             self.vocab.append(self.vocab[a] + self.vocab[b])
-        if len(set(self.vocab)) != len(self.vocab) or len(self.merges) != len(self.vocab) - 256:
-            raise ValueError("the merges produce a repeated pair or a repeated token; a BPE vocabulary maps each byte string to one id.")
+        if (len(set(self.vocab)) != len(self.vocab)
+                or len(self.merges) != len(self.vocab) - 256):
+            raise ValueError(
+                "the merges produce a repeated pair or a repeated token; a BPE "
+                "vocabulary maps each byte string to one id.")
 
     @property
     def vocab_size(self) -> int:
@@ -234,7 +271,8 @@ class Tokenizer:
         return len(self.vocab)
 
     def encode_bytes(self, data: bytes) -> list[int]:
-        "Token ids of one chunk of bytes: apply the merges, earliest learned first (the pure-Python reference)."
+        """Token ids of one chunk of bytes: apply the merges, earliest learned first
+        (the pure-Python reference)."""
         ids = [self._byte_ids[b] for b in data]
         while len(ids) >= 2:
             pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, 1 << 62))
@@ -252,17 +290,22 @@ class Tokenizer:
             return b"".join(self._token_bytes(i) for i in ids)
         except (IndexError, KeyError, TypeError) as e:
             bad = next(i for i in ids if not isinstance(i, int) or not self._is_id(i))
-            raise ValueError(f"{bad!r} is not a token id of this tokenizer (ids are ints in 0..{self.vocab_size - 1}).") from e
+            raise ValueError(
+                f"{bad!r} is not a token id of this tokenizer (ids are ints in "
+                f"0..{self.vocab_size - 1}).") from e
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
-        "Text of the token ids. Bytes that are not valid UTF-8 become U+FFFD (`errors='replace'`, like tiktoken) or raise (`errors='strict'`)."
+        """Text of the token ids. Bytes that are not valid UTF-8 become U+FFFD
+        (`errors='replace'`, like tiktoken) or raise (`errors='strict'`)."""
         ids = list(ids)
         data = self.decode_bytes(ids)
         try:
             return data.decode("utf-8", errors=errors)
         except UnicodeDecodeError as e:
-            raise ValueError(f"the tokens decode to bytes that are not valid UTF-8 ({e.reason} at byte {e.start}); "
-                             "decode a longer run of tokens, use decode_bytes, or pass errors='replace'.") from e
+            raise ValueError(
+                f"the tokens decode to bytes that are not valid UTF-8 ({e.reason} at "
+                f"byte {e.start}); " "decode a longer run of tokens, use "
+                "decode_bytes, or pass errors='replace'.") from e
 
     def _token_bytes(self, i: int) -> bytes:
         if i < 0: raise IndexError(i)
@@ -272,21 +315,28 @@ class Tokenizer:
 
 # %% ../nbs/02_tokenizer.ipynb #e0831ad5
 class BPETokenizer(Tokenizer):
-    "Byte-level BPE with regex pre-tokenisation and special tokens (GPT-2 style); trained with `BPETokenizer.train`."
-    def __init__(self, merges: Iterable[tuple[int, int]] = (), special_tokens: Iterable[str] | dict[str, int] = (EOT,),
-                 pattern: str = GPT4_SPLIT_PATTERN, byte_order: Sequence[int] | None = None):
+    """Byte-level BPE with regex pre-tokenisation and special tokens (GPT-2 style);
+    trained with `BPETokenizer.train`."""
+    def __init__(self, merges: Iterable[tuple[int, int]] = (),
+                 special_tokens: Iterable[str] | dict[str, int] = (EOT,),
+                 pattern: str = GPT4_SPLIT_PATTERN,
+                 byte_order: Sequence[int] | None = None):
         super().__init__(merges, byte_order)
         n = len(self.vocab)
         if isinstance(special_tokens, dict):
             specials = dict(special_tokens)
             if sorted(specials.values()) != list(range(n, n + len(specials))):
-                raise ValueError(f"special token ids must follow the merges: {n}..{n + len(specials) - 1}, got {sorted(specials.values())}")
+                raise ValueError(
+                    f"special token ids must follow the merges: "
+                    f"{n}..{n + len(specials) - 1}, got {sorted(specials.values())}")
         else:
             names = list(special_tokens)
             specials = {s: n + k for k, s in enumerate(names)}
-            if len(specials) != len(names): raise ValueError(f"special tokens must be distinct, got {names}")
+            if len(specials) != len(names):
+                raise ValueError(f"special tokens must be distinct, got {names}")
         if not all(isinstance(s, str) and s for s in specials):
-            raise ValueError(f"special tokens must be non-empty strings, got {list(specials)}")
+            raise ValueError(
+                f"special tokens must be non-empty strings, got {list(specials)}")
         self.special_tokens: dict[str, int] = specials
         self._special_pat = _special_regex(specials)   # longest first
         self.inverse_special = {i: s.encode("utf-8") for s, i in specials.items()}
@@ -304,7 +354,9 @@ class BPETokenizer(Tokenizer):
     def eot_id(self) -> int:
         "Id of the `<|endoftext|>` document separator."
         if EOT not in self.special_tokens:
-            raise AttributeError(f"this tokenizer has no {EOT} special token (its special tokens: {list(self.special_tokens)})")
+            raise AttributeError(
+                f"this tokenizer has no {EOT} special token (its special tokens: "
+                f"{list(self.special_tokens)})")
         return self.special_tokens[EOT]
 
     def _token_bytes(self, i: int) -> bytes:
@@ -318,28 +370,41 @@ class BPETokenizer(Tokenizer):
 
 # %% ../nbs/02_tokenizer.ipynb #a21c1db4
 def _special_sets(tok: BPETokenizer, allowed_special: Literal["all"] | Collection[str],
-                  disallowed_special: Literal["all"] | Collection[str]) -> tuple[set[str], set[str]]:
-    "Resolve tiktoken-style `allowed_special` / `disallowed_special` arguments; reject names that are not special tokens."
+                  disallowed_special: Literal["all"]
+                  | Collection[str]) -> tuple[set[str], set[str]]:
+    """Resolve tiktoken-style `allowed_special` / `disallowed_special` arguments; reject
+    names that are not special tokens."""
     specials = set(tok.special_tokens)
     allowed = specials if allowed_special == "all" else set(allowed_special)
     if isinstance(allowed_special, str) and allowed_special != "all":
-        raise TypeError(f"allowed_special must be 'all' or a set of strings, got the string {allowed_special!r}")
+        raise TypeError(
+            f"allowed_special must be 'all' or a set of strings, got the string "
+            f"{allowed_special!r}")
     if unknown := allowed - specials:
-        raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this tokenizer "
-                         f"(it has {sorted(specials)}).")
-    disallowed = specials - allowed if disallowed_special == "all" else set(disallowed_special)
+        raise ValueError(
+            f"allowed_special names {sorted(unknown)}, which are not special tokens of "
+            f"this tokenizer " f"(it has {sorted(specials)}).")
+    disallowed = (specials - allowed if disallowed_special == "all"
+                  else set(disallowed_special))
     return allowed, disallowed
 
 def _disallowed_error(s: str) -> ValueError:
-    return ValueError(f"the text contains the special token {s!r}. Pass allowed_special={{{s!r}}} (or 'all') "
-                      "to encode it as a special token, or disallowed_special=() to encode it as ordinary text.")
+    return ValueError(
+        f"the text contains the special token {s!r}. Pass allowed_special={{{s!r}}} "
+        f"(or 'all') " "to encode it as a special token, or disallowed_special=() to "
+        "encode it as ordinary text.")
 
-def _split_specials(tok: BPETokenizer, text: str, allowed: set[str], disallowed: set[str]) -> list[str | int]:
-    """Cut `text` at its special tokens into pieces of ordinary text and ids of allowed special tokens. Special tokens
-    are found left to right, the longest one winning where several start at the same place; a disallowed one raises,
+def _split_specials(tok: BPETokenizer, text: str, allowed: set[str],
+                    disallowed: set[str]) -> list[str | int]:
+    """Cut `text` at its special tokens into pieces of ordinary text and ids of allowed
+    special tokens. Special tokens
+    are found left to right, the longest one winning where several start at the same
+    place; a disallowed one raises,
     any other stays ordinary text."""
-    if not isinstance(text, str): raise TypeError(f"expected text as str, got {type(text).__name__}")
-    if others := disallowed.difference(tok.special_tokens):    # like tiktoken, any string may be disallowed
+    if not isinstance(text, str):
+        raise TypeError(f"expected text as str, got {type(text).__name__}")
+    # like tiktoken, any string may be disallowed
+    if others := disallowed.difference(tok.special_tokens):
         if m := _special_regex(others).search(text): raise _disallowed_error(m.group())
     if tok._special_pat is None or not (allowed or disallowed): return [text]
     out: list[str | int] = []
@@ -355,7 +420,8 @@ def _split_specials(tok: BPETokenizer, text: str, allowed: set[str], disallowed:
 
 @patch
 def encode_ordinary_reference(self: BPETokenizer, text: str) -> list[int]:
-    "Pure-Python encoding of ordinary text: pre-tokenise, then apply the merges to each pre-token."
+    """Pure-Python encoding of ordinary text: pre-tokenise, then apply the merges to
+    each pre-token."""
     out: list[int] = []
     cache = self._cache
     for piece in self._pat.findall(text):
@@ -367,9 +433,12 @@ def encode_ordinary_reference(self: BPETokenizer, text: str) -> list[int]:
     return out
 
 @patch
-def encode_reference(self: BPETokenizer, text: str, allowed_special: Literal["all"] | Collection[str] = frozenset(),
-                      disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
-    "Pure-Python encoding with special tokens (the reference that `encode` must agree with)."
+def encode_reference(self: BPETokenizer, text: str,
+                     allowed_special: Literal["all"] | Collection[str] = frozenset(),
+                     disallowed_special: Literal["all"]
+                     | Collection[str] = "all") -> list[int]:
+    """Pure-Python encoding with special tokens (the reference that `encode` must agree
+    with)."""
     allowed, disallowed = _special_sets(self, allowed_special, disallowed_special)
     out: list[int] = []
     for piece in _split_specials(self, text, allowed, disallowed):
@@ -379,46 +448,64 @@ def encode_reference(self: BPETokenizer, text: str, allowed_special: Literal["al
 
 # %% ../nbs/02_tokenizer.ipynb #e68784aa
 @patch(cls_method=True)
-def train(cls: BPETokenizer, texts: Iterable[str] | str, vocab_size: int, special_tokens: Sequence[str] = (EOT,),
-           pattern: str = GPT4_SPLIT_PATTERN, n_jobs: int | None = None, progress: bool = False) -> BPETokenizer:
-    "Train a tokenizer of `vocab_size` ids (256 bytes + merges + `special_tokens`) on an iterable of documents."
+def train(cls: BPETokenizer, texts: Iterable[str] | str, vocab_size: int,
+          special_tokens: Sequence[str] = (EOT,), pattern: str = GPT4_SPLIT_PATTERN,
+          n_jobs: int | None = None, progress: bool = False) -> BPETokenizer:
+    """Train a tokenizer of `vocab_size` ids (256 bytes + merges + `special_tokens`) on
+    an iterable of documents."""
     if isinstance(texts, str): texts = [texts]
     specials = list(special_tokens)
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size={vocab_size!r} is too small: the 256 byte tokens and {len(specials)} special "
-                         f"token(s) alone need {256 + len(specials)} ids.")
+        raise ValueError(
+            f"vocab_size={vocab_size!r} is too small: the 256 byte tokens and "
+            f"{len(specials)} special " f"token(s) alone need {256 + len(specials)} "
+            f"ids.")
     counts = count_pretokens(texts, pattern, specials, n_jobs)
     if not counts:
-        raise ValueError("the training corpus is empty (no text left after removing special tokens); "
-                         "pass an iterable of non-empty strings.")
+        raise ValueError(
+            "the training corpus is empty (no text left after removing special "
+            "tokens); " "pass an iterable of non-empty strings.")
     num_merges = vocab_size - 256 - len(specials)
     merges = train_bpe(counts, num_merges, progress=progress)
     if len(merges) < num_merges:
-        warnings.warn(f"the corpus only supports {len(merges)} merges, fewer than the {num_merges} asked for; "
-                      f"the vocabulary has {256 + len(merges) + len(specials)} ids instead of {vocab_size}.")
+        warnings.warn(
+            f"the corpus only supports {len(merges)} merges, fewer than the "
+            f"{num_merges} asked for; " f"the vocabulary has "
+            f"{256 + len(merges) + len(specials)} ids "
+            f"instead of {vocab_size}.")
     return cls(merges, specials, pattern)
 
 # %% ../nbs/02_tokenizer.ipynb #1fabe9d5
-_GREEDY_EQUIVALENT = {   # the same patterns with possessive quantifiers (++, ?+, *+, }+) written as greedy ones
-    GPT4_SPLIT_PATTERN: r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s""",
-    GPT2_SPLIT_PATTERN: r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+$|\s+(?!\S)|\s""",
+# the same patterns with possessive quantifiers (++, ?+, *+, }+) written as greedy ones
+_GREEDY_EQUIVALENT = {
+    GPT4_SPLIT_PATTERN: (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+                         r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s+(?!\S)|\s"""),
+    GPT2_SPLIT_PATTERN: (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+"""
+                         r"""| ?[^\s\p{L}\p{N}]+|\s+$|\s+(?!\S)|\s"""),
 }
 
 @patch(as_prop=True)
 def tiktoken_encoding(self: BPETokenizer) -> tiktoken.Encoding:
-    "A `tiktoken.Encoding` with our merges as ranks (token id = rank), our pattern and our special tokens (built once)."
+    """A `tiktoken.Encoding` with our merges as ranks (token id = rank), our pattern and
+    our special tokens (built once)."""
     if self._tt is None:
-        self._tt = tiktoken.Encoding(name=f"llmfs-bpe-{self.vocab_size}", pat_str=_GREEDY_EQUIVALENT.get(self.pattern, self.pattern),
-                                     mergeable_ranks={b: i for i, b in enumerate(self.vocab)},
-                                     special_tokens=dict(self.special_tokens))
+        self._tt = tiktoken.Encoding(name=f"llmfs-bpe-{self.vocab_size}",
+                                     pat_str=_GREEDY_EQUIVALENT.get(
+                                         self.pattern, self.pattern),
+                                     mergeable_ranks={b: i for i, b in enumerate(
+                                         self.vocab)}, special_tokens=dict(
+                                             self.special_tokens))
     return self._tt
 
 @patch
-def encode(self: BPETokenizer, text: str, allowed_special: Literal["all"] | Collection[str] = frozenset(),
-            disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
-    "Token ids of `text` (fast, through tiktoken). Special tokens in the text: see `allowed_special` / `disallowed_special`."
+def encode(self: BPETokenizer, text: str,
+           allowed_special: Literal["all"] | Collection[str] = frozenset(),
+           disallowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
+    """Token ids of `text` (fast, through tiktoken). Special tokens in the text: see
+    `allowed_special` / `disallowed_special`."""
     allowed, disallowed = _special_sets(self, allowed_special, disallowed_special)
-    pieces, encode = _split_specials(self, text, allowed, disallowed), self.tiktoken_encoding.encode_ordinary
+    pieces, encode = (_split_specials(self, text, allowed, disallowed),
+                      self.tiktoken_encoding.encode_ordinary)
     if len(pieces) == 1: return encode(pieces[0])
     out: list[int] = []
     for piece in pieces:
@@ -428,7 +515,8 @@ def encode(self: BPETokenizer, text: str, allowed_special: Literal["all"] | Coll
 
 @patch
 def encode_ordinary(self: BPETokenizer, text: str) -> list[int]:
-    "Token ids of `text`, treating special tokens as ordinary text (fast, through tiktoken)."
+    """Token ids of `text`, treating special tokens as ordinary text (fast, through
+    tiktoken)."""
     return self.tiktoken_encoding.encode_ordinary(text)
 
 # %% ../nbs/02_tokenizer.ipynb #4bb79921
@@ -436,49 +524,68 @@ _NEWLINE_CUT = re.compile(r"(?r)\S\n(?=\S)")   # (?r): search from the end
 _SPACE = re.compile(r"\s")
 
 def _safe_cut(self: BPETokenizer, buf: str, allowed: set[str]) -> int:
-    "A position at which `buf` can be split without changing its tokens (0 when there is none yet)."
+    """A position at which `buf` can be split without changing its tokens (0 when there
+    is none yet)."""
     keep = max((len(s) for s in self.special_tokens), default=1)
     limit = len(buf) - keep
     if limit <= 0: return 0
-    found = list(self._special_pat.finditer(buf)) if self._special_pat is not None else []   # as the encoder finds them
+    # as the encoder finds them
+    found = (list(self._special_pat.finditer(buf)) if self._special_pat is not None
+             else [])
     ends = [m.end() for m in found]
     def inside_special(p: int) -> bool:
-        k = bisect.bisect_right(ends, p)               # the first special token that ends after p
+        k = bisect.bisect_right(ends, p)  # the first special token that ends after p
         return k < len(found) and found[k].start() < p
     m = _NEWLINE_CUT.search(buf, 0, limit + 1)
     while m is not None:
         p = m.start() + 2
         if not inside_special(p): return p
         m = _NEWLINE_CUT.search(buf, 0, m.start() + 1)
-    # fallback: before the last pre-token of buf[:limit + 1] (a special token starting later may still be incomplete),
-    # with pre-tokens found the way the encoder finds them, between allowed special tokens
+    # fallback: before the last pre-token of buf[:limit + 1] (a special token starting
+    # later may still be incomplete),
+    # with pre-tokens found the way the encoder finds them, between allowed special
+    # tokens
     starts, seg = [], 0
     for s in found:
         if s.start() > limit: break
         if s.group() not in allowed: continue
-        starts += [x.start() for x in self._pat.finditer(buf, seg, s.start())] + [s.start()]
+        starts += ([x.start() for x in self._pat.finditer(buf, seg, s.start())]
+                   + [s.start()])
         seg = s.end()
-    starts += [x.start() for x in self._pat.finditer(buf, seg, limit + 1)] if seg <= limit else []
-    for p in reversed(starts[:-1]):   # after whitespace, the prefix alone would end in a different whitespace piece
-        if 0 < p <= limit and not _SPACE.match(buf, p - 1) and not inside_special(p): return p
+    starts += ([x.start() for x in self._pat.finditer(buf, seg, limit + 1)]
+               if seg <= limit else [])
+    # after whitespace, the prefix alone would end in a different whitespace piece
+    for p in reversed(starts[:-1]):
+        if 0 < p <= limit and not _SPACE.match(buf, p - 1) and not inside_special(p):
+            return p
     return 0
 
 @patch
-def encode_iterable(self: BPETokenizer, texts: Iterable[str], allowed_special: Literal["all"] | Collection[str] = frozenset(),
-                     disallowed_special: Literal["all"] | Collection[str] = "all", buffer_chars: int = 1 << 20) -> Iterator[int]:
-    "Token ids of the concatenation of `texts` (e.g. an open file), with memory bounded by `buffer_chars`; same ids as `encode`."
-    for ids in self.encode_chunks(texts, allowed_special, disallowed_special, buffer_chars):
+def encode_iterable(self: BPETokenizer, texts: Iterable[str],
+                    allowed_special: Literal["all"] | Collection[str] = frozenset(),
+                    disallowed_special: Literal["all"] | Collection[str] = "all",
+                    buffer_chars: int = 1 << 20) -> Iterator[int]:
+    """Token ids of the concatenation of `texts` (e.g. an open file), with memory
+    bounded by `buffer_chars`; same ids as `encode`."""
+    for ids in self.encode_chunks(texts, allowed_special, disallowed_special,
+                                  buffer_chars):
         yield from ids
 
 @patch
-def encode_chunks(self: BPETokenizer, texts: Iterable[str], allowed_special: Literal["all"] | Collection[str] = frozenset(),
-                   disallowed_special: Literal["all"] | Collection[str] = "all", buffer_chars: int = 1 << 20) -> Iterator[list[int]]:
-    "Like `encode_iterable`, but yields lists of ids, one per buffer (faster for writing token shards)."
+def encode_chunks(self: BPETokenizer, texts: Iterable[str],
+                  allowed_special: Literal["all"] | Collection[str] = frozenset(),
+                  disallowed_special: Literal["all"] | Collection[str] = "all",
+                  buffer_chars: int = 1 << 20) -> Iterator[list[int]]:
+    """Like `encode_iterable`, but yields lists of ids, one per buffer (faster for
+    writing token shards)."""
     if isinstance(texts, str): texts = [texts]
-    allowed, _ = _special_sets(self, allowed_special, disallowed_special)   # also fails early on bad arguments
+    # also fails early on bad arguments
+    allowed, _ = _special_sets(self, allowed_special, disallowed_special)
     parts, size = [], 0
     for t in texts:
-        if not isinstance(t, str): raise TypeError(f"encode_iterable expects str pieces, got {type(t).__name__}")
+        if not isinstance(t, str):
+            raise TypeError(
+                f"encode_iterable expects str pieces, got {type(t).__name__}")
         parts.append(t); size += len(t)
         if size >= buffer_chars:
             buf = "".join(parts)
@@ -491,8 +598,10 @@ def encode_chunks(self: BPETokenizer, texts: Iterable[str], allowed_special: Lit
 
 # %% ../nbs/02_tokenizer.ipynb #5490113e
 def bytes_to_unicode() -> dict[int, str]:
-    "GPT-2's map from the 256 byte values to printable characters (printable Latin-1 bytes map to themselves)."
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    """GPT-2's map from the 256 byte values to printable characters (printable Latin-1
+    bytes map to themselves)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+          *range(ord("®"), ord("ÿ") + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
@@ -504,9 +613,11 @@ _B2U = bytes_to_unicode()
 def _readable(b: bytes) -> str: return "".join(_B2U[x] for x in b)
 
 def _recover_merges(ranks: dict[bytes, int]) -> tuple[list[int], list[tuple[int, int]]]:
-    "Byte order and merges of a rank table: each token's merge is the last step of tiktoken's BPE on its own bytes."
+    """Byte order and merges of a rank table: each token's merge is the last step of
+    tiktoken's BPE on its own bytes."""
     by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
-    if [r for _, r in by_rank] != list(range(len(by_rank))): raise ValueError("ranks must be 0..n-1 without gaps")
+    if [r for _, r in by_rank] != list(range(len(by_rank))):
+        raise ValueError("ranks must be 0..n-1 without gaps")
     if len(by_rank) < 256 or any(len(b) != 1 for b, _ in by_rank[:256]):
         raise ValueError("the first 256 ranks must be the 256 single bytes")
     byte_order = [b[0] for b, _ in by_rank[:256]]
@@ -514,44 +625,64 @@ def _recover_merges(ranks: dict[bytes, int]) -> tuple[list[int], list[tuple[int,
     for token, rank in by_rank[256:]:
         parts = [bytes([x]) for x in token]
         while len(parts) > 2:
-            best = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], 1 << 62))
+            best = min(range(len(parts) - 1), key=lambda i: ranks.get(
+                parts[i] + parts[i + 1], 1 << 62))
             if ranks.get(parts[best] + parts[best + 1], 1 << 62) >= rank: break
             parts[best:best + 2] = [parts[best] + parts[best + 1]]
-        if len(parts) != 2: raise ValueError(f"token {token!r} (rank {rank}) cannot be built from two lower-ranked tokens")
+        if len(parts) != 2:
+            raise ValueError(
+                f"token {token!r} (rank {rank}) cannot be built from two lower-ranked "
+                f"tokens")
         merges.append((ranks[parts[0]], ranks[parts[1]]))
     return byte_order, merges
 
 @patch
 def save(self: BPETokenizer, path: str | Path) -> Path:
-    "Save to `path` atomically: tiktoken's format when it ends in `.tiktoken`, else our readable JSON format."
+    """Save to `path` atomically: tiktoken's format when it ends in `.tiktoken`, else
+    our readable JSON format."""
     path = Path(path)
     if path.suffix == ".tiktoken":
-        return atomic_write(path, "".join(f"{base64.b64encode(b).decode()} {i}\n" for i, b in enumerate(self.vocab)))
-    state = {"format": "llm-from-scratch-bpe", "version": 2, "class": type(self).__name__, "pattern": self.pattern,
+        return atomic_write(path, "".join(f"{base64.b64encode(b).decode()} {i}\n"
+                                          for i, b in enumerate(self.vocab)))
+    state = {"format": "llm-from-scratch-bpe", "version": 2,
+             "class": type(self).__name__, "pattern": self.pattern,
              "special_tokens": self.special_tokens,
-             "byte_order": None if self.byte_order == list(range(256)) else self.byte_order,
-             "merges": [f"{_readable(self.vocab[a])} {_readable(self.vocab[b])}" for a, b in self.merges]}
+             "byte_order": None if self.byte_order == list(range(256))
+             else self.byte_order,
+             "merges": [f"{_readable(self.vocab[a])} {_readable(self.vocab[b])}"
+                        for a, b in self.merges]}
     return atomic_write(path, json.dumps(state, ensure_ascii=False, indent=1) + "\n")
 
 def _from_tiktoken_file(cls: type[BPETokenizer], data: bytes, pattern: str | None,
-                        special_tokens: Iterable[str] | dict[str, int] | None) -> BPETokenizer:
+                        special_tokens: Iterable[str] | dict[str, int]
+                        | None) -> BPETokenizer:
     ranks = {}
     for n, line in enumerate(data.decode("ascii").splitlines(), 1):
         if not line.strip(): continue
-        try: tok64, rank = line.split(); ranks[base64.b64decode(tok64, validate=True)] = int(rank)
-        except ValueError as e: raise ValueError(f"line {n}: expected 'BASE64 RANK', got {line[:60]!r}") from e
+        try:
+            tok64, rank = line.split(); ranks[base64.b64decode(
+                tok64, validate=True)] = int(rank)
+        except ValueError as e:
+            raise ValueError(
+                f"line {n}: expected 'BASE64 RANK', got {line[:60]!r}") from e
     byte_order, merges = _recover_merges(ranks)
-    return cls(merges, (EOT,) if special_tokens is None else special_tokens, pattern or GPT4_SPLIT_PATTERN, byte_order)
+    return cls(merges, (EOT,) if special_tokens is None else special_tokens, pattern
+               or GPT4_SPLIT_PATTERN, byte_order)
 
 def _from_json_file(cls: type[BPETokenizer], data: bytes) -> BPETokenizer:
     state = json.loads(data.decode("utf-8"))
     if not isinstance(state, dict) or state.get("format") != "llm-from-scratch-bpe":
-        raise ValueError("not a tokenizer saved by BPETokenizer.save (no 'format': 'llm-from-scratch-bpe')")
+        raise ValueError(
+            "not a tokenizer saved by BPETokenizer.save (no 'format': "
+            "'llm-from-scratch-bpe')")
     if state.get("version") != 2:
-        raise ValueError(f"format version {state.get('version')!r}, and this code reads version 2")
-    if missing := {"pattern", "special_tokens", "byte_order", "merges"} - state.keys(): raise ValueError(f"no {sorted(missing)}")
+        raise ValueError(
+            f"format version {state.get('version')!r}, and this code reads version 2")
+    if missing := {"pattern", "special_tokens", "byte_order", "merges"} - state.keys():
+        raise ValueError(f"no {sorted(missing)}")
     byte_order = state["byte_order"] or list(range(256))
-    ids = {_B2U[b]: i for i, b in enumerate(byte_order)}     # readable token -> id, growing with the merges
+    # readable token -> id, growing with the merges
+    ids = {_B2U[b]: i for i, b in enumerate(byte_order)}
     merges = []
     for k, m in enumerate(state["merges"]):
         parts = m.split(" ")
@@ -559,34 +690,50 @@ def _from_json_file(cls: type[BPETokenizer], data: bytes) -> BPETokenizer:
             raise ValueError(f"merge {k} ({m!r}) is not two tokens known at that point")
         merges.append((ids[parts[0]], ids[parts[1]]))
         ids[parts[0] + parts[1]] = 256 + k
-    klass = {c.__name__: c for c in (BPETokenizer, *BPETokenizer.__subclasses__())}.get(state.get("class"), cls)
+    klass = {c.__name__: c for c in (BPETokenizer, *BPETokenizer.__subclasses__())}.get(
+        state.get("class"), cls)
     return klass(merges, state["special_tokens"], state["pattern"], byte_order)
 
 _RETRAIN = "retrain it with 'llmfs tokenizer train' or pass another --tokenizer"
 
 @patch(cls_method=True)
-def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None, special_tokens: Iterable[str] | dict[str, int] | None = None) -> BPETokenizer:
-    """Load a tokenizer saved by `save` (JSON), or a `.tiktoken` rank file (then give `pattern` and `special_tokens`).
-    A missing, truncated or corrupt file, or one in another format, raises a `UserError` that names it."""
+def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None,
+         special_tokens: Iterable[str] | dict[str, int] | None = None) -> BPETokenizer:
+    """Load a tokenizer saved by `save` (JSON), or a `.tiktoken` rank file (then give
+    `pattern` and `special_tokens`).
+    A missing, truncated or corrupt file, or one in another format, raises a `UserError`
+    that names it."""
     path = Path(path)
-    if not path.is_file(): raise UserError(f"no tokenizer file at {path}", "train one with 'llmfs tokenizer train' or pass another --tokenizer", code=2)
+    if not path.is_file():
+        raise UserError(f"no tokenizer file at {path}",
+                         "train one with 'llmfs tokenizer train' or pass another "
+                        "--tokenizer", code=2)
     data = path.read_bytes()
     try:
-        return _from_tiktoken_file(cls, data, pattern, special_tokens) if path.suffix == ".tiktoken" else _from_json_file(cls, data)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, re.error) as e:   # bad UTF-8 and bad JSON are ValueErrors
-        detail = " ".join(str(e).split()) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
-        raise UserError(f"{path} is not a valid tokenizer file ({detail})", _RETRAIN, code=2) from e
+        return (_from_tiktoken_file(cls, data, pattern, special_tokens)
+                if path.suffix == ".tiktoken" else _from_json_file(cls, data))
+    # bad UTF-8 and bad JSON are ValueErrors
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, re.error) as e:
+        detail = (" ".join(str(e).split()) if isinstance(e, ValueError)
+                  else f"{type(e).__name__}: {e}")
+        raise UserError(f"{path} is not a valid tokenizer file ({detail})", _RETRAIN,
+                        code=2) from e
 
 # %% ../nbs/02_tokenizer.ipynb #b9bb4884
 class GPT2Tokenizer(BPETokenizer):
     "GPT-2's tokenizer, loaded from its published `encoder.json` and `vocab.bpe` files."
     @classmethod
-    def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> GPT2Tokenizer:
-        "Build GPT-2's tokenizer from `encoder.json` (token -> id) and `vocab.bpe` (merges, in order)."
-        encoder: dict[str, int] = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+    def from_files(cls, encoder_json: str | Path,
+                   vocab_bpe: str | Path) -> GPT2Tokenizer:
+        """Build GPT-2's tokenizer from `encoder.json` (token -> id) and `vocab.bpe`
+        (merges, in order)."""
+        encoder: dict[str, int] = json.loads(
+            Path(encoder_json).read_text(encoding="utf-8"))
         lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
         if not lines or not lines[0].startswith("#version"):
-            raise ValueError(f"{vocab_bpe} does not look like GPT-2's vocab.bpe (first line should be '#version: ...')")
+            raise ValueError(
+                f"{vocab_bpe} does not look like GPT-2's vocab.bpe (first line should "
+                f"be '#version: ...')")
         u2b = {u: b for b, u in bytes_to_unicode().items()}
         byte_order = [0] * 256
         for s, i in encoder.items():
@@ -595,22 +742,34 @@ class GPT2Tokenizer(BPETokenizer):
         for k, line in enumerate(l for l in lines[1:] if l):
             a, b = line.split(" ")
             if encoder[a + b] != 256 + k:
-                raise ValueError(f"merge {k} ({a!r} + {b!r}) has id {encoder[a + b]} in encoder.json, expected {256 + k}")
+                raise ValueError(
+                    f"merge {k} ({a!r} + {b!r}) has id {encoder[a + b]} in "
+                    f"encoder.json, expected {256 + k}")
             merges.append((encoder[a], encoder[b]))
         specials = {s: i for s, i in encoder.items() if i >= 256 + len(merges)}
         tok = cls(merges, specials, GPT2_SPLIT_PATTERN, byte_order)
-        mismatch = [s for s, i in encoder.items() if i < len(tok.vocab) and _readable(tok.vocab[i]) != s]
-        if mismatch: raise ValueError(f"encoder.json disagrees with the merges for {len(mismatch)} tokens, e.g. {mismatch[:3]}")
+        mismatch = [s for s, i in encoder.items() if i < len(tok.vocab)
+                    and _readable(tok.vocab[i]) != s]
+        if mismatch:
+            raise ValueError(
+                f"encoder.json disagrees with the merges for {len(mismatch)} tokens, "
+                f"e.g. {mismatch[:3]}")
         return tok
 
 def find_gpt2_files(*dirs: str | Path) -> tuple[Path, Path] | None:
-    """Paths of GPT-2's `(encoder.json, vocab.bpe)`, or None. Looks in `dirs`, `$TIKTOKEN_CACHE_DIR` and `../shared/tiktoken_cache`
-    next to the project, under their own names or under the names tiktoken's cache gives them; never downloads."""
+    """Paths of GPT-2's `(encoder.json, vocab.bpe)`, or None. Looks in `dirs`,
+    `$TIKTOKEN_CACHE_DIR` and `../shared/tiktoken_cache`
+    next to the project, under their own names or under the names tiktoken's cache gives
+    them; never downloads."""
     cands = [Path(d) for d in dirs]
-    if os.environ.get("TIKTOKEN_CACHE_DIR"): cands.append(Path(os.environ["TIKTOKEN_CACHE_DIR"]))
-    if (root := project_root()) is not None: cands.append(root.parent / "shared" / "tiktoken_cache")
-    names = [("encoder.json", "vocab.bpe"),   # tiktoken caches a file under the SHA-1 of its URL:
-             ("6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")]
+    if os.environ.get("TIKTOKEN_CACHE_DIR"):
+        cands.append(Path(os.environ["TIKTOKEN_CACHE_DIR"]))
+    if (root := project_root()) is not None:
+        cands.append(root.parent / "shared" / "tiktoken_cache")
+    # tiktoken caches a file under the SHA-1 of its URL:
+    names = [("encoder.json", "vocab.bpe"),
+             ("6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
+              "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")]
     for d in cands:
         for e, v in names:
             if (d / e).is_file() and (d / v).is_file(): return d / e, d / v
@@ -630,32 +789,42 @@ def _training_texts(max_chars: int | None) -> Iterator[str]:
         total += len(t)
         if max_chars is not None and total >= max_chars: return
 
-def default_tokenizer(vocab_size: int | None = None, rebuild: bool = False) -> BPETokenizer:
-    "The book's tokenizer: BPE trained on chapter 1's train split, cached (trained on the first call, or when the cache is unreadable)."
+def default_tokenizer(vocab_size: int | None = None,
+                      rebuild: bool = False) -> BPETokenizer:
+    """The book's tokenizer: BPE trained on chapter 1's train split, cached (trained on
+    the first call, or when the cache is unreadable)."""
     vocab_size = vocab_size or default_vocab_size()
     max_chars = at_scale(test=3_000_000, book=None)
     def build(tmp: Path) -> None:
-        BPETokenizer.train(_training_texts(max_chars), vocab_size, special_tokens=[EOT]).save(tmp)
+        BPETokenizer.train(_training_texts(max_chars), vocab_size,
+                           special_tokens=[EOT]).save(tmp)
     loaded: list[BPETokenizer] = []
-    def check(p: Path) -> str | None:                # an unreadable cached file is trained again
+    def check(p: Path) -> str | None:  # an unreadable cached file is trained again
         try: loaded.append(BPETokenizer.load(p))
         except UserError as e: return e.what
         return None
-    cached(f"tokenizer/stdlib-bpe-{vocab_size}-v2.json", build, rebuild, check=check, redo="training the tokenizer again")
+    cached(f"tokenizer/stdlib-bpe-{vocab_size}-v2.json", build, rebuild, check=check,
+           redo="training the tokenizer again")
     return loaded[-1]
 
 # %% ../nbs/02_tokenizer.ipynb #4fc3274c
 @patch
 def truncated(self: BPETokenizer, vocab_size: int) -> BPETokenizer:
-    "This tokenizer cut to its first merges, with `vocab_size` ids in all (the same as training with that size)."
+    """This tokenizer cut to its first merges, with `vocab_size` ids in all (the same as
+    training with that size)."""
     n = vocab_size - 256 - len(self.special_tokens)
     if not 0 <= n <= len(self.merges):
-        raise ValueError(f"vocab_size must be between {256 + len(self.special_tokens)} and {self.vocab_size}, got {vocab_size}")
-    return type(self)(list(self.merges)[:n], list(self.special_tokens), self.pattern, self.byte_order)
+        raise ValueError(
+            f"vocab_size must be between {256 + len(self.special_tokens)} and "
+            f"{self.vocab_size}, got {vocab_size}")
+    return type(self)(list(self.merges)[:n], list(self.special_tokens), self.pattern,
+                      self.byte_order)
 
 # %% ../nbs/02_tokenizer.ipynb #ef11858d
-def bytes_per_token(tok: BPETokenizer | tiktoken.Encoding, texts: Iterable[str]) -> float:
-    "Average UTF-8 bytes per token of `tok` over `texts` (special tokens encoded as text)."
+def bytes_per_token(tok: BPETokenizer | tiktoken.Encoding,
+                    texts: Iterable[str]) -> float:
+    """Average UTF-8 bytes per token of `tok` over `texts` (special tokens encoded as
+    text)."""
     nbytes = ntok = 0
     for t in texts:
         nbytes += len(t.encode("utf-8"))

@@ -21,10 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint, rng_state, save_checkpoint,
-                                         set_rng_state)
-from .core import (Config, Progress, UserError, at_scale, atomic_write, cache_dir, cached, folder_lock, get_device, wait_for_folder,
-                                   scale, seed_everything)
+from .checkpoint import (CKPT_FORMAT, check_compatible, load_checkpoint,
+                                         rng_state, save_checkpoint, set_rng_state)
+from .core import (Config, Progress, UserError, at_scale, atomic_write,
+                                   cache_dir, cached, folder_lock, get_device,
+                                   wait_for_folder, scale, seed_everything)
 from .dataloader import random_batch
 from .model import GPT, GPTConfig
 
@@ -32,9 +33,12 @@ from .model import GPT, GPTConfig
 __all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'CH6_TEST_RUN', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'chapter6_model', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    "Mean next-token cross-entropy of logits (B, T, V) against target ids (B, T); `ignore_index` targets are skipped."
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
+            ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross-entropy of logits (B, T, V) against target ids (B, T);
+    `ignore_index` targets are skipped."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                           ignore_index=ignore_index)
 
 def perplexity(loss: float | torch.Tensor) -> float:
     "exp(loss): the effective number of equally likely choices."
@@ -42,16 +46,22 @@ def perplexity(loss: float | torch.Tensor) -> float:
 
 # %% ../nbs/06_pretraining.ipynb #adedb641
 class AdamW(torch.optim.Optimizer):
-    "Adam with decoupled weight decay. `foreach=True` does the same arithmetic on all tensors at once."
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    """Adam with decoupled weight decay. `foreach=True` does the same arithmetic on all
+    tensors at once."""
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, foreach: bool = True):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"AdamW needs lr, eps, weight_decay >= 0 and betas in [0, 1); got lr={lr}, eps={eps}, "
-                             f"weight_decay={weight_decay}, betas={betas}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach))
+        if (lr < 0 or eps < 0 or weight_decay < 0
+                or not all(0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(
+                f"AdamW needs lr, eps, weight_decay >= 0 and betas in [0, 1); got "
+                f"lr={lr}, eps={eps}, " f"weight_decay={weight_decay}, betas={betas}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, foreach=foreach))
 
     @staticmethod
-    def _update(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr, b1, b2, eps, wd):
+    def _update(p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: int, lr, b1, b2,
+                eps, wd):
         g = p.grad
         p.mul_(1 - lr * wd)                                  # decoupled weight decay
         m.lerp_(g, 1 - b1)                                   # m = b1 m + (1 - b1) g
@@ -80,31 +90,41 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
     def _step_group(self, group: dict) -> None:
-        "One AdamW step for the tensors of `group` (a subclass may treat some groups differently)."
-        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        """One AdamW step for the tensors of `group` (a subclass may treat some groups
+        differently)."""
+        lr, (b1, b2), eps, wd = (group["lr"], group["betas"], group["eps"],
+                                 group["weight_decay"])
         by_step: dict[int, list[torch.Tensor]] = {}
         for p in group["params"]:
             if p.grad is None: continue
             st = self.state[p]
-            if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            if not st:
+                st.update(step=0, exp_avg=torch.zeros_like(p),
+                          exp_avg_sq=torch.zeros_like(p))
             st["step"] += 1
             by_step.setdefault(st["step"], []).append(p)
         for t, ps in by_step.items():
-            ms, vs = [self.state[p]["exp_avg"] for p in ps], [self.state[p]["exp_avg_sq"] for p in ps]
-            if group["foreach"]: self._update_foreach(ps, ms, vs, t, lr, b1, b2, eps, wd)
+            ms, vs = ([self.state[p]["exp_avg"] for p in ps],
+                      [self.state[p]["exp_avg_sq"] for p in ps])
+            if group["foreach"]:
+                self._update_foreach(ps, ms, vs, t, lr, b1, b2, eps, wd)
             else:
-                for p, m, v in zip(ps, ms, vs): self._update(p, m, v, t, lr, b1, b2, eps, wd)
+                for p, m, v in zip(ps, ms, vs):
+                    self._update(p, m, v, t, lr, b1, b2, eps, wd)
 
 # %% ../nbs/06_pretraining.ipynb #b2ca3fb5
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    "Two optimiser groups: tensors with >= 2 dims decay by `weight_decay`, biases and norm gains do not."
+    """Two optimiser groups: tensors with >= 2 dims decay by `weight_decay`, biases and
+    norm gains do not."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return [{"params": [p for p in params if p.dim() >= 2],
+             "weight_decay": weight_decay}, {"params": [
+                 p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 # %% ../nbs/06_pretraining.ipynb #f7550e3c
 def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
-    "Learning rate at (0-based) `step`: linear warmup for `warmup` steps, cosine decay to `min_lr` at `total`."
+    """Learning rate at (0-based) `step`: linear warmup for `warmup` steps, cosine decay
+    to `min_lr` at `total`."""
     if step < warmup: return max_lr * (step + 1) / warmup
     if step >= total: return min_lr
     progress = (step - warmup) / max(1, total - warmup)
@@ -112,33 +132,43 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> f
 
 # %% ../nbs/06_pretraining.ipynb #f172b824
 def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
-    "Scale the gradients of `params` in place so that their global L2 norm is at most `max_norm`; return the norm before."
+    """Scale the gradients of `params` in place so that their global L2 norm is at most
+    `max_norm`; return the norm before."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads: return torch.tensor(0.0)
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())   # norm of the per-tensor norms
+    # norm of the per-tensor norms
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_(grads, scale.to(grads[0].device))
     return total
 
 # %% ../nbs/06_pretraining.ipynb #00332366
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    "The compute dtype for `name` ('auto', 'float32' or 'bfloat16') on `device`; auto is bfloat16 only on GPUs that support it."
+    """The compute dtype for `name` ('auto', 'float32' or 'bfloat16') on `device`; auto
+    is bfloat16 only on GPUs that support it."""
     if name == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported(): return torch.bfloat16
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
         return torch.float32
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16}
     if name not in table:
-        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r} (float16 would need loss scaling).")
+        raise ValueError(
+            f"dtype must be 'auto', 'float32' or 'bfloat16', got {name!r} (float16 "
+            f"would need loss scaling).")
     return table[name]
 
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    "A context that runs the forward pass in `dtype` through torch.autocast (nothing to do for float32)."
+def autocast(device: torch.device,
+             dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """A context that runs the forward pass in `dtype` through torch.autocast (nothing
+    to do for float32)."""
     if dtype == torch.float32: return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 # %% ../nbs/06_pretraining.ipynb #cabbe96b
-def _adamw(model: nn.Module, cfg: TrainConfig, cls: type = AdamW) -> torch.optim.Optimizer:
-    return cls(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+def _adamw(model: nn.Module, cfg: TrainConfig,
+           cls: type = AdamW) -> torch.optim.Optimizer:
+    return cls(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+               betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 # name -> function(model, cfg) that builds the optimiser; chapter 7 adds "muon"
 OPTIMIZERS: dict[str, Callable[[nn.Module, "TrainConfig"], torch.optim.Optimizer]] = {
@@ -158,8 +188,12 @@ class TrainConfig(Config):
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0       # 0 disables clipping
-    optimizer: str = "adamw"     # a key of OPTIMIZERS: "adamw" (this chapter's), "torch" (torch.optim.AdamW), "muon" (chapter 7)
-    muon_lr: float = 0.02        # chapter 7's Muon: peak learning rate of the matrices (the schedule scales it like lr)
+    # a key of OPTIMIZERS: "adamw" (this chapter's), "torch" (torch.optim.AdamW), "muon"
+    # (chapter 7)
+    optimizer: str = "adamw"
+    # chapter 7's Muon: peak learning rate of the matrices (the schedule scales it like
+    # lr)
+    muon_lr: float = 0.02
     muon_momentum: float = 0.95
     eval_interval: int = 50
     eval_batches: int = 10
@@ -171,12 +205,22 @@ class TrainConfig(Config):
     threads: int = 0             # torch.set_num_threads; 0 leaves the default
 
     def __post_init__(self):
-        for k in ("batch_size", "grad_accum", "max_steps", "eval_interval", "eval_batches"):
-            if getattr(self, k) < 1: raise ValueError(f"TrainConfig.{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup_steps", "ckpt_interval", "threads", "lr", "weight_decay", "grad_clip"):
-            if getattr(self, k) < 0: raise ValueError(f"TrainConfig.{k} must be >= 0, got {getattr(self, k)}")
-        if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.min_lr > self.lr: raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}")
+        for k in ("batch_size", "grad_accum", "max_steps", "eval_interval",
+                  "eval_batches"):
+            if getattr(self, k) < 1:
+                raise ValueError(
+                    f"TrainConfig.{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("warmup_steps", "ckpt_interval", "threads", "lr", "weight_decay",
+                  "grad_clip"):
+            if getattr(self, k) < 0:
+                raise ValueError(
+                    f"TrainConfig.{k} must be >= 0, got {getattr(self, k)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {sorted(OPTIMIZERS)}, got "
+                f"{self.optimizer!r}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} is above lr={self.lr}")
 
 
 @dataclass
@@ -191,9 +235,11 @@ class TrainData:
 
 # %% ../nbs/06_pretraining.ipynb #c71ac9d7
 @torch.no_grad()
-def evaluate(model: nn.Module, tokens: Any, batch_size: int, block_size: int, n_batches: int, seed: int = 0,
-             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    "Mean next-token loss of `model` on `n_batches` random windows of `tokens` (a fixed sample for a given `seed`)."
+def evaluate(model: nn.Module, tokens: Any, batch_size: int, block_size: int,
+             n_batches: int, seed: int = 0, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> float:
+    """Mean next-token loss of `model` on `n_batches` random windows of `tokens` (a
+    fixed sample for a given `seed`)."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -201,7 +247,8 @@ def evaluate(model: nn.Module, tokens: Any, batch_size: int, block_size: int, n_
     try:
         for _ in range(n_batches):
             x, y = random_batch(tokens, batch_size, block_size, g, device)
-            with autocast(torch.device(device), dtype): total += lm_loss(model(x), y).item()
+            with autocast(torch.device(device), dtype):
+                total += lm_loss(model(x), y).item()
     finally:
         model.train(was_training)
     return total / n_batches
@@ -212,13 +259,15 @@ class NonFiniteLossError(FloatingPointError):
 
 def data_identity(data: TrainData) -> dict[str, Any]:
     "What must match for a checkpoint to continue on the same data."
-    return {"name": data.name, "vocab_size": int(data.vocab_size), "train_tokens": int(len(data.train))}
+    return {"name": data.name, "vocab_size": int(data.vocab_size),
+            "train_tokens": int(len(data.train))}
 
 def _log(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f: f.write(json.dumps(record) + "\n")
 
 def read_metrics(path: str | Path) -> list[dict]:
-    "The records of a metrics.jsonl log (a partial last line, left by a crash, is skipped)."
+    """The records of a metrics.jsonl log (a partial last line, left by a crash, is
+    skipped)."""
     out = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try: out.append(json.loads(line))
@@ -231,40 +280,56 @@ def _truncate_log(path: Path, step: int) -> None:
         atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    "The optimiser `cfg.optimizer` names: this chapter's AdamW by default, over `param_groups(model)`."
+    """The optimiser `cfg.optimizer` names: this chapter's AdamW by default, over
+    `param_groups(model)`."""
     return OPTIMIZERS[cfg.optimizer](model, cfg)
 
-def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, root: str | Path | None = None) -> Path:
-    """A run's folder: `prefix` and a hash of everything that fixes the run, so a rerun finds it; under `root`, by default
+def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData,
+               root: str | Path | None = None) -> Path:
+    """A run's folder: `prefix` and a hash of everything that fixes the run, so a rerun
+    finds it; under `root`, by default
     the artefact cache's `runs/`."""
     key = json.dumps([CKPT_FORMAT, model_cfg.to_dict(), cfg.to_dict(), data.name])
     name = f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     return Path(root) / name if root is not None else cache_dir("runs", name)
 
 def check_data(data: TrainData, block_size: int) -> None:
-    "Refuse, before any step, data whose train or validation split is too short for one window of `block_size` + 1 tokens."
+    """Refuse, before any step, data whose train or validation split is too short for
+    one window of `block_size` + 1 tokens."""
     for split, toks in (("train", data.train), ("val", data.val)):
         if len(toks) < block_size + 1:
-            raise UserError(f"the {split} split of {data.name} has {len(toks)} tokens, fewer than one window of "
-                            f"block_size + 1 = {block_size + 1}", "use more data or a smaller --block-size", code=2)
+            raise UserError(
+                f"the {split} split of {data.name} has {len(toks)} tokens, fewer than "
+                f"one window of " f"block_size + 1 = {block_size + 1}",
+                "use more data or a smaller --block-size", code=2)
 
-def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str | Path, overwrite: bool = False,
-          progress: bool | str = True, stop_after: int | None = None, model: GPT | None = None,
+def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str | Path,
+          overwrite: bool = False, progress: bool | str = True,
+          stop_after: int | None = None, model: GPT | None = None,
           log_every: float = 10.0) -> dict[str, Any]:
-    """Train `GPT(model_cfg)` (or `model`) on `data`, resuming from `out_dir/ckpt.pt` if it exists.
-    The run holds a lock on `out_dir`: a second run in the same folder is refused. `progress`: True (a bar in a terminal,
-    a line every `log_every` seconds in a log, one summary line in a notebook), False, or a `Progress` mode.
-    `stop_after`: return right after that step without a final checkpoint, as if the run had been killed.
-    Returns a summary: steps, last train and val loss, training tokens/s (evaluation excluded), seconds, the model, the run folder."""
+    """Train `GPT(model_cfg)` (or `model`) on `data`, resuming from `out_dir/ckpt.pt` if
+    it exists.
+    The run holds a lock on `out_dir`: a second run in the same folder is refused.
+    `progress`: True (a bar in a terminal,
+    a line every `log_every` seconds in a log, one summary line in a notebook), False,
+    or a `Progress` mode.
+    `stop_after`: return right after that step without a final checkpoint, as if the run
+    had been killed.
+    Returns a summary: steps, last train and val loss, training tokens/s (evaluation
+    excluded), seconds, the model, the run folder."""
     if model_cfg.vocab_size < data.vocab_size:
-        raise UserError(f"model vocab_size={model_cfg.vocab_size} is smaller than the data's vocabulary ({data.vocab_size})",
-                        "leave vocab_size unset to take the data's", code=2)
+        raise UserError(
+            f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
+            f"vocabulary ({data.vocab_size})",
+            "leave vocab_size unset to take the data's", code=2)
     check_data(data, model_cfg.block_size)
     out_dir = Path(out_dir)
     with folder_lock(out_dir, "a training run"):
-        return _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model, log_every)
+        return _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after,
+                      model, log_every)
 
-def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model, log_every) -> dict[str, Any]:
+def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model,
+           log_every) -> dict[str, Any]:
     ckpt, log = out_dir / "ckpt.pt", out_dir / "metrics.jsonl"
     if overwrite:
         for f in (ckpt, log): f.unlink(missing_ok=True)
@@ -279,60 +344,78 @@ def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model
     if ckpt.exists():
         try: state = load_checkpoint(ckpt)
         except Exception as e:
-            raise UserError(f"cannot resume from {ckpt}: the file is damaged or not a checkpoint of this book "
-                            f"({type(e).__name__})",
-                            "start afresh with --overwrite (this deletes the checkpoint) or use another run folder") from e
+            raise UserError(
+                f"cannot resume from {ckpt}: the file is damaged or not a checkpoint "
+                f"of this book " f"({type(e).__name__})",
+                 "start afresh with --overwrite (this deletes the checkpoint) or use "
+                "another run folder") from e
         check_compatible(state, model_cfg, cfg, data_identity(data))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         data_gen.set_state(state["data"]["generator"])
         set_rng_state(state["rng"])
         step, best_val = state["step"], state["best_val"]
-        last = [r for r in read_metrics(log) if r["step"] == step] if log.exists() else []
+        last = ([r for r in read_metrics(log) if r["step"] == step] if log.exists()
+                else [])
         if last: loss = last[0]["loss"]
     elif log.exists():
-        log.unlink()                                  # a log without a checkpoint belongs to no resumable run
+        log.unlink()  # a log without a checkpoint belongs to no resumable run
     _truncate_log(log, step)
     fwd = torch.compile(model) if cfg.compile else model
     B, T, accum = cfg.batch_size, model_cfg.block_size, cfg.grad_accum
 
     def checkpoint():
-        save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step, "best_val": best_val,
-                               "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
-                               "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
-                               "data": {"generator": data_gen.get_state(), "id": data_identity(data)}})
+        save_checkpoint(ckpt, {"format": CKPT_FORMAT, "step": step,
+                               "best_val": best_val,
+                               "model_config": model_cfg.to_dict(),
+                               "train_config": cfg.to_dict(),
+                               "model": model.state_dict(),
+                               "optimizer": opt.state_dict(), "rng": rng_state(),
+                               "data": {"generator": data_gen.get_state(),
+                                        "id": data_identity(data)}})
 
     def val_loss() -> float:
-        return evaluate(fwd, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device, dtype)
+        return evaluate(fwd, data.val, B, T, cfg.eval_batches, cfg.seed + 1, device,
+                        dtype)
 
     mode = {True: "auto", False: "none"}.get(progress, progress)
-    bar = Progress(cfg.max_steps, "training", unit="step", mode=mode, initial=step, every=log_every)
+    bar = Progress(cfg.max_steps, "training", unit="step", mode=mode, initial=step,
+                   every=log_every)
     model.train()
     t0, steps0, val, eval_s = time.perf_counter(), step, None, 0.0
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps)
-        for g in opt.param_groups: g["lr"] = lr * g.get("lr_scale", 1.0)   # a group may scale the schedule
+        # a group may scale the schedule
+        for g in opt.param_groups: g["lr"] = lr * g.get("lr_scale", 1.0)
         loss = 0.0
         for _ in range(accum):
             x, y = random_batch(data.train, B, T, data_gen, device)
             with autocast(device, dtype): micro = lm_loss(fwd(x), y)
             (micro / accum).backward()
             loss += micro.item() / accum
-        gnorm = clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")).item()
+        gnorm = clip_grad_norm_(model.parameters(),
+                                cfg.grad_clip if cfg.grad_clip > 0
+                                else float("inf")).item()
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             bar.close()
             raise NonFiniteLossError(
-                f"training stopped at step {step + 1}: the loss is {loss} and the gradient norm {gnorm} (lr {lr:.3g}). "
-                f"The weights were not updated; the last good checkpoint is {ckpt if ckpt.exists() else 'none'}. "
-                "Lower the learning rate, lengthen the warmup or enable gradient clipping.")
+                f"training stopped at step {step + 1}: the loss is {loss} and the "
+                f"gradient norm {gnorm} (lr {lr:.3g}). "
+                 f"The weights were not updated; the last good checkpoint is "
+                f"{ckpt if ckpt.exists() else 'none'}. " "Lower the learning rate, "
+                "lengthen the warmup or "
+                "enable gradient clipping.")
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         elapsed = time.perf_counter() - t0
-        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens": step * B * T * accum,
-               "time": elapsed, "tok_per_s": (step - steps0) * B * T * accum / max(elapsed, 1e-9)}
+        rec = {"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm,
+               "tokens": step * B * T * accum, "time": elapsed,
+               "tok_per_s": (step - steps0) * B * T * accum / max(elapsed, 1e-9)}
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-            te = time.perf_counter(); val = val_loss(); eval_s += time.perf_counter() - te
+            te = time.perf_counter()
+            val = val_loss()
+            eval_s += time.perf_counter() - te
             best_val = min(best_val, val)
             rec.update(val_loss=val, val_ppl=perplexity(val))
             bar.set(val=val)
@@ -342,62 +425,88 @@ def _train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after, model
         if stop_after is not None and step >= stop_after:
             bar.close()
             return {"steps": step, "stopped": True, "model": model, "out_dir": out_dir}
-        if (cfg.ckpt_interval and step % cfg.ckpt_interval == 0) or step == cfg.max_steps: checkpoint()
+        if ((cfg.ckpt_interval and step % cfg.ckpt_interval == 0)
+                or step == cfg.max_steps):
+            checkpoint()
     bar.close()
     elapsed = time.perf_counter() - t0
-    return {"steps": step, "stopped": False, "train_loss": loss, "val_loss": val if val is not None else val_loss(),
-            "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9), "seconds": elapsed,
-            "eval_seconds": eval_s, "model": model, "out_dir": out_dir}
+    return {"steps": step, "stopped": False, "train_loss": loss,
+            "val_loss": val if val is not None else val_loss(),
+            "tok_per_s": (step - steps0) * B * T * accum / max(elapsed - eval_s, 1e-9),
+            "seconds": elapsed, "eval_seconds": eval_s, "model": model,
+            "out_dir": out_dir}
 
 
 # %% ../nbs/06_pretraining.ipynb #9b65c3ba
 def default_data() -> TrainData:
-    "The book's corpus (chapter 1) tokenised by the book's tokenizer (chapter 2), read from chapter 3's shards."
+    """The book's corpus (chapter 1) tokenised by the book's tokenizer (chapter 2), read
+    from chapter 3's shards."""
     from llm_from_scratch.dataloader import TokenShards, default_token_shards
     from llm_from_scratch.tokenizer import default_tokenizer
     tok = default_tokenizer()
     train_s = TokenShards(default_token_shards("train", progress=False))
     val_s = TokenShards(default_token_shards("val", progress=False))
-    return TrainData("default:" + train_s.path.name, train_s.tokens(), val_s.tokens(), tok.vocab_size,
-                     tok.decode, lambda s: tok.encode(s, allowed_special="all"))
+    return TrainData("default:" + train_s.path.name, train_s.tokens(), val_s.tokens(),
+                     tok.vocab_size, tok.decode, lambda s: tok.encode(
+                         s, allowed_special="all"))
 
 def char_data(path: str | Path, val_fraction: float = 0.1) -> TrainData:
-    "The characters of text file `path` as tokens (vocabulary: its distinct characters), split train/val at 1 - val_fraction."
+    """The characters of text file `path` as tokens (vocabulary: its distinct
+    characters), split train/val at 1 - val_fraction."""
     path = Path(path)
-    if not path.is_file(): raise UserError(f"no text file at {path} (for char:PATH data)", "check the path", code=2)
+    if not path.is_file():
+        raise UserError(f"no text file at {path} (for char:PATH data)",
+                        "check the path", code=2)
     try: text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start})", "convert it to UTF-8", code=2) from None
-    if not text: raise UserError(f"{path} is empty", "give a text file with something to learn from", code=2)
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})",
+                        "convert it to UTF-8", code=2) from None
+    if not text:
+        raise UserError(f"{path} is empty",
+                        "give a text file with something to learn from", code=2)
     chars = sorted(set(text))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = torch.tensor([stoi[c] for c in text], dtype=torch.long)
     n = int(len(ids) * (1 - val_fraction))
-    return TrainData(f"char:{path.name}", ids[:n], ids[n:], len(chars), lambda ids: "".join(chars[i] for i in ids),
+    return TrainData(f"char:{path.name}", ids[:n], ids[n:], len(chars),
+                     lambda ids: "".join(chars[i] for i in ids),
                      lambda s: [stoi[c] for c in s])
 
 def load_data(spec: str) -> TrainData:
-    "`default` (the book's corpus and tokenizer) or `char:PATH` (characters of a text file)."
+    """`default` (the book's corpus and tokenizer) or `char:PATH` (characters of a text
+    file)."""
     if spec == "default": return default_data()
     if spec.startswith("char:"): return char_data(spec[5:])
-    raise UserError(f"unknown data {spec!r}", "use 'default' or 'char:PATH/TO/FILE.txt'", code=2)
+    raise UserError(f"unknown data {spec!r}",
+                    "use 'default' or 'char:PATH/TO/FILE.txt'", code=2)
 
 # %% ../nbs/06_pretraining.ipynb #94d12ab6
-def plot_metrics(records: list[dict] | str | Path, title: str | None = None, smooth: int = 20):
-    "Loss curves (train, smoothed train, validation) and learning rate of a metrics log; returns the figure."
+def plot_metrics(records: list[dict] | str | Path, title: str | None = None,
+                 smooth: int = 20):
+    """Loss curves (train, smoothed train, validation) and learning rate of a metrics
+    log; returns the figure."""
     import matplotlib.pyplot as plt
     if not isinstance(records, list): records = read_metrics(records)
     if not records: raise ValueError("the metrics log is empty: nothing to plot")
-    steps = np.array([r["step"] for r in records]); loss = np.array([r["loss"] for r in records])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.5, 2.6), gridspec_kw={"width_ratios": [3, 1.3]})
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.5, 2.6),
+                                  gridspec_kw={"width_ratios": [3, 1.3]})
     ax.plot(steps, loss, color="C0", alpha=0.25, lw=0.8, label="train (per step)")
     if len(loss) >= smooth:
-        ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth, "valid"), color="C0", label=f"train ({smooth}-step mean)")
+        ax.plot(steps[smooth - 1:], np.convolve(loss, np.ones(smooth) / smooth,
+                                                "valid"), color="C0",
+                label=f"train ({smooth}-step mean)")
     ev = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if ev: ax.plot(*zip(*ev), "o-", color="C3", ms=3, label="validation")
-    ax.set_xlabel("step"); ax.set_ylabel("loss (nats/token)"); ax.legend(frameon=False); ax.grid(alpha=0.3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
     if title: ax.set_title(title, fontsize=10)
-    ax2.plot(steps, [r["lr"] for r in records], color="C2"); ax2.set_xlabel("step"); ax2.set_title("learning rate", fontsize=10)
+    ax2.plot(steps, [r["lr"] for r in records], color="C2")
+    ax2.set_xlabel("step")
+    ax2.set_title("learning rate", fontsize=10)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -406,105 +515,142 @@ def plot_metrics(records: list[dict] | str | Path, title: str | None = None, smo
 CONFIG_SECTIONS = ("preset", "model", "train", "data", "out")
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    "A run configuration from YAML or JSON: {'preset': NAME, 'model': {...}, 'train': {...}, 'data': SPEC, 'out': DIR}."
+    """A run configuration from YAML or JSON: {'preset': NAME, 'model': {...}, 'train':
+    {...}, 'data': SPEC, 'out': DIR}."""
     path = Path(path)
-    if not path.is_file(): raise UserError(f"no config file at {path}", "check the path", code=2)
+    if not path.is_file():
+        raise UserError(f"no config file at {path}", "check the path", code=2)
     try: text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 text (byte {e.start})", "save it as UTF-8", code=2) from None
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start})",
+                        "save it as UTF-8", code=2) from None
     try:
         if path.suffix == ".json": d = json.loads(text)
         else:
             import yaml
             d = yaml.safe_load(text)
-    except Exception as e:                       # json.JSONDecodeError, yaml.YAMLError: say where
+    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError: say where
         where = getattr(e, "problem_mark", None)
-        at = f"line {e.lineno}" if hasattr(e, "lineno") else (f"line {where.line + 1}" if where else "")
-        raise UserError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}" + (f" ({at})" if at else ""),
-                        "fix its syntax", code=2) from None
+        at = (f"line {e.lineno}" if hasattr(e, "lineno")
+              else (f"line {where.line + 1}" if where else ""))
+        raise UserError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}"
+            + (f" ({at})" if at else ""), "fix its syntax", code=2) from None
     if d is None: d = {}
     if not isinstance(d, dict):
         raise UserError(f"{path} holds a {type(d).__name__}, not a mapping of sections",
-                        f"write sections such as 'model:' and 'train:' ({', '.join(CONFIG_SECTIONS)})", code=2)
+                         f"write sections such as 'model:' and 'train:' "
+                        f"({', '.join(CONFIG_SECTIONS)})", code=2)
     unknown = sorted(set(d) - set(CONFIG_SECTIONS))
-    if unknown: raise UserError(f"{path}: unknown sections {unknown}", f"use {', '.join(CONFIG_SECTIONS)}", code=2)
+    if unknown:
+        raise UserError(f"{path}: unknown sections {unknown}",
+                        f"use {', '.join(CONFIG_SECTIONS)}", code=2)
     for k in ("model", "train"):
         if d.get(k) is not None and not isinstance(d[k], dict):
-            raise UserError(f"{path}: section '{k}' must be a mapping of field names to values, got {d[k]!r}",
-                            f"write it as '{k}: {{name: value, ...}}'", code=2)
+            raise UserError(
+                f"{path}: section '{k}' must be a mapping of field names to values, "
+                f"got {d[k]!r}", f"write it as '{k}: {{name: value, ...}}'", code=2)
     for k in ("preset", "data", "out"):
         if d.get(k) is not None and not isinstance(d[k], str):
-            raise UserError(f"{path}: '{k}' must be a string, got {d[k]!r}", f"write it as '{k}: TEXT'", code=2)
+            raise UserError(f"{path}: '{k}' must be a string, got {d[k]!r}",
+                            f"write it as '{k}: TEXT'", code=2)
     return d
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"about": "2 layers x 64 wide, 300 steps: about a minute on a laptop CPU",
-             "model": dict(block_size=64, n_layer=2, n_head=4, n_embd=64),
-             "train": dict(batch_size=16, max_steps=300, lr=2e-3, min_lr=2e-4, warmup_steps=20, eval_interval=100,
-                           eval_batches=4, ckpt_interval=100)},
-    "small": {"about": "chapter 6's model, 4 layers x 128 wide, 600 steps: minutes on a laptop CPU",
-             "model": dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
-             "train": dict(batch_size=16, max_steps=600, lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_interval=50,
-                           eval_batches=20, ckpt_interval=100)},
-    "gpt2": {"about": "GPT-2 small, 124M parameters: for a GPU (minutes a step on a CPU)",
-             "model": dict(),
-             "train": dict(batch_size=16, grad_accum=4, max_steps=5000, lr=6e-4, min_lr=6e-5, warmup_steps=200,
-                           eval_interval=250, eval_batches=20, ckpt_interval=250)},
-}
+PRESETS: dict[str, dict[str, Any]] = {"tiny": {
+    "about": "2 layers x 64 wide, 300 steps: about a minute on a laptop CPU",
+    "model": dict(block_size=64, n_layer=2, n_head=4, n_embd=64),
+    "train": dict(batch_size=16, max_steps=300, lr=2e-3, min_lr=2e-4, warmup_steps=20,
+                  eval_interval=100, eval_batches=4, ckpt_interval=100)},
+                                      "small": {
+                                          "about": "chapter 6's model, 4 layers x 128 "
+                                          "wide, 600 steps: minutes on a "
+                                          "laptop CPU", "model": dict(
+                                              block_size=64, n_layer=4, n_head=4,
+                                              n_embd=128), "train": dict(
+                                                  batch_size=16, max_steps=600, lr=2e-3,
+                                                  min_lr=2e-4, warmup_steps=50,
+                                                  eval_interval=50, eval_batches=20,
+                                                  ckpt_interval=100)},
+                                      "gpt2": {
+                                          "about": "GPT-2 small, 124M parameters: for "
+                                          "a GPU (minutes a step on a CPU)",
+                                          "model": dict(), "train": dict(
+                                              batch_size=16, grad_accum=4,
+                                              max_steps=5000, lr=6e-4, min_lr=6e-5,
+                                              warmup_steps=200, eval_interval=250,
+                                              eval_batches=20, ckpt_interval=250)},}
 
-def default_preset(scale_name: str | None = None, device: str | torch.device | None = None) -> str:
-    "The preset that fits: `tiny` at test scale; at book scale `book` on a CPU or Apple GPU and `gpt2` on a CUDA GPU."
+def default_preset(scale_name: str | None = None,
+                   device: str | torch.device | None = None) -> str:
+    """The preset that fits: `tiny` at test scale; at book scale `book` on a CPU or
+    Apple GPU and `gpt2` on a CUDA GPU."""
     s = scale_name or scale()
     if s != "book": return "tiny"
     return "gpt2" if torch.device(device or get_device()).type == "cuda" else "book"
 
-def preset_configs(name: str, vocab_size: int, model: dict | None = None, train: dict | None = None) -> tuple[GPTConfig, TrainConfig]:
-    "The model and run configs of preset `name` for a vocabulary of `vocab_size`, with `model` and `train` overrides."
-    if name not in PRESETS: raise UserError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}", code=2)
+def preset_configs(name: str, vocab_size: int, model: dict | None = None,
+                   train: dict | None = None) -> tuple[GPTConfig, TrainConfig]:
+    """The model and run configs of preset `name` for a vocabulary of `vocab_size`, with
+    `model` and `train` overrides."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}", f"use one of {', '.join(PRESETS)}",
+                        code=2)
     p = PRESETS[name]
-    if "load" in p: p = p["load"]()                  # a preset computed on first use (chapter 7's base model)
+    # a preset computed on first use (chapter 7's base model)
+    if "load" in p: p = p["load"]()
     m = GPTConfig.from_dict({"vocab_size": vocab_size, **p["model"], **(model or {})})
     return m, TrainConfig.from_dict({**p["train"], **(train or {})})
 
 
 # %% ../nbs/06_pretraining.ipynb #94e1b31e
-CH6_TEST_RUN = dict(max_steps=40, warmup_steps=5, eval_interval=20, ckpt_interval=20)   # test scale: a few steps
+# test scale: a few steps
+CH6_TEST_RUN = dict(max_steps=40, warmup_steps=5, eval_interval=20, ckpt_interval=20)
 
 def chapter6_model(progress: bool | str = False) -> GPT:
-    """This chapter's trained model in evaluation mode (the `small` preset; at test scale `tiny` for a few steps),
+    """This chapter's trained model in evaluation mode (the `small` preset; at test
+    scale `tiny` for a few steps),
     from the cache: later chapters compare against it without training it again."""
     data = default_data()
-    m, t = preset_configs(at_scale("tiny", "small"), data.vocab_size, train=at_scale(CH6_TEST_RUN, {}))
+    m, t = preset_configs(at_scale("tiny", "small"), data.vocab_size,
+                          train=at_scale(CH6_TEST_RUN, {}))
     run_dir = run_folder("ch06", m, t, data)
-    wait_for_folder(run_dir)                      # chapter 6 itself may be training it (parallel tests): let it finish
+    # chapter 6 itself may be training it (parallel tests): let it finish
+    wait_for_folder(run_dir)
     return train(m, t, data, run_dir, progress=progress)["model"].eval()
 
 # %% ../nbs/06_pretraining.ipynb #bd53df86
 @torch.no_grad()
-def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None = None, batch_size: int = 64,
-                 device: torch.device | str = "cpu") -> tuple[float, int]:
-    """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the ones before it, in windows of
-    `block_size` tokens that advance by `stride` (default half a block); returns (nats, tokens scored)."""
-    ids = torch.from_numpy(np.asarray(ids).astype(np.int64))                # a copy: shards are read-only maps
+def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None = None,
+                 batch_size: int = 64, device: torch.device
+                 | str = "cpu") -> tuple[float, int]:
+    """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the
+    ones before it, in windows of
+    `block_size` tokens that advance by `stride` (default half a block); returns (nats,
+    tokens scored)."""
+    # a copy: shards are read-only maps
+    ids = torch.from_numpy(np.asarray(ids).astype(np.int64))
     n, T = len(ids), block_size
     stride = stride or max(1, T // 2)
-    if not 1 <= stride <= T: raise ValueError(f"stride must be between 1 and block_size={T}, got {stride}")
+    if not 1 <= stride <= T:
+        raise ValueError(f"stride must be between 1 and block_size={T}, got {stride}")
     if n < 2: raise ValueError(f"need at least 2 tokens to score, got {n}")
     T = min(T, n - 1)
     stride = min(stride, T)
-    starts = list(range(0, n - 1 - T, stride)) + [n - 1 - T]      # the last window ends at the last token
-    firsts = [0] + [prev + T - s for prev, s in zip(starts, starts[1:])]   # first new target in each window
+    # the last window ends at the last token
+    starts = list(range(0, n - 1 - T, stride)) + [n - 1 - T]
+    # first new target in each window
+    firsts = [0] + [prev + T - s for prev, s in zip(starts, starts[1:])]
     was_training = model.training
     model.eval()
     total = 0.0
     try:
         for b in range(0, len(starts), batch_size):
             s = torch.tensor(starts[b:b + batch_size])
-            rows = ids[s[:, None] + torch.arange(T + 1)].to(device)             # (B, T + 1)
+            rows = ids[s[:, None] + torch.arange(T + 1)].to(device)  # (B, T + 1)
             first = torch.tensor(firsts[b:b + batch_size])
-            f0 = int(first.min())                                                # positions before f0: scored already
-            logp = model(rows[:, :-1])[:, f0:].float().log_softmax(-1)           # (B, T - f0, V)
-            nll = -logp.gather(-1, rows[:, f0 + 1:, None]).squeeze(-1)           # (B, T - f0)
+            f0 = int(first.min())  # positions before f0: scored already
+            logp = model(rows[:, :-1])[:, f0:].float().log_softmax(-1)  # (B, T - f0, V)
+            nll = -logp.gather(-1, rows[:, f0 + 1:, None]).squeeze(-1)  # (B, T - f0)
             keep = (torch.arange(f0, T)[None, :] >= first[:, None]).to(device)
             total += float(nll[keep].double().sum())
     finally:
@@ -512,25 +658,32 @@ def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None
     return total, n - 1
 
 def bits_per_byte(nats: float, n_bytes: int) -> float:
-    "Nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per byte."
+    """Nats of negative log-likelihood over a text of `n_bytes` UTF-8 bytes, as bits per
+    byte."""
     return nats / math.log(2) / n_bytes
 
 def weights_digest(model: nn.Module) -> str:
-    "sha256 of a model's parameters and buffers (names, shapes, dtypes and values): the identity of a trained model."
+    """sha256 of a model's parameters and buffers (names, shapes, dtypes and values):
+    the identity of a trained model."""
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
-        h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(f"{k}{tuple(v.shape)}{v.dtype}".encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 def heldout_bpb(model: GPT, batch_size: int = 64) -> dict[str, float]:
-    """Bits per byte of `model` on the book's held-out split (chapter 1's val split concatenated, chapter 3's tokens), in windows
-    of the model's block advancing by half a block. Cached by the weights and the split, so each model is scored once."""
+    """Bits per byte of `model` on the book's held-out split (chapter 1's val split
+    concatenated, chapter 3's tokens), in windows
+    of the model's block advancing by half a block. Cached by the weights and the split,
+    so each model is scored once."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     name = f"scores/heldout-{weights_digest(model)[:16]}-{corpus_checksum('val')[:12]}.json"
     def build(tmp: Path) -> None:
         n_bytes = sum(len(t.encode("utf-8")) for t in iter_texts("val"))
-        nats, n_tok = sequence_nll(model, default_data().val, model.cfg.block_size, batch_size=batch_size)
-        tmp.write_text(json.dumps({"bpb": bits_per_byte(nats, n_bytes), "nats": nats, "tokens": n_tok, "bytes": n_bytes}))
+        nats, n_tok = sequence_nll(model, default_data().val, model.cfg.block_size,
+                                   batch_size=batch_size)
+        tmp.write_text(json.dumps({"bpb": bits_per_byte(nats, n_bytes), "nats": nats,
+                                   "tokens": n_tok, "bytes": n_bytes}))
     return json.loads(cached(name, build).read_text())
 
 def compressor_bpb(data: bytes) -> dict[str, float]:
@@ -541,25 +694,35 @@ def compressor_bpb(data: bytes) -> dict[str, float]:
 
 
 # %% ../nbs/07_scaling_laws.ipynb #3c4743eb
-def orthogonalize(G: torch.Tensor, steps: int = 5, coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
+def orthogonalize(G: torch.Tensor, steps: int = 5,
+                  coeffs: tuple[float, float, float] = (3.4445, -4.7750, 2.0315),
                   eps: float = 1e-7) -> torch.Tensor:
-    "About U V^T for G = U S V^T: `steps` Newton-Schulz iterations from G scaled to singular values <= 1."
-    X = G.to(torch.promote_types(G.dtype, torch.float32))   # float32, or float64 for the tests
+    """About U V^T for G = U S V^T: `steps` Newton-Schulz iterations from G scaled to
+    singular values <= 1."""
+    # float32, or float64 for the tests
+    X = G.to(torch.promote_types(G.dtype, torch.float32))
     tall = X.shape[-2] > X.shape[-1]
-    if tall: X = X.mT                                  # iterate on the wide side: X X^T is the smaller Gram matrix
-    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)   # Frobenius norm >= largest singular value
+    if tall: X = X.mT  # iterate on the wide side: X X^T is the smaller Gram matrix
+    # Frobenius norm >= largest singular value
+    X = X / (torch.linalg.matrix_norm(X, keepdim=True) + eps)
     a, b, c = coeffs
     for _ in range(steps):
         A = X @ X.mT                                   # (r, r), r = min(rows, cols)
-        X = a * X + (b * A + c * A @ A) @ X            # each singular value s -> a s + b s^3 + c s^5
+        # each singular value s -> a s + b s^3 + c s^5
+        X = a * X + (b * A + c * A @ A) @ X
     return (X.mT if tall else X).to(G.dtype)
 
 class Muon(AdamW):
-    """Muon for the parameter groups marked `muon=True` (2-D weight matrices), this book's AdamW for the
-    others. Muon groups take `lr`, `momentum`, `weight_decay`, `nesterov` and `ns_steps`."""
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):
-        if not 0.0 <= momentum < 1.0: raise ValueError(f"Muon needs momentum in [0, 1), got {momentum}")
+    """Muon for the parameter groups marked `muon=True` (2-D weight matrices), this
+    book's AdamW for the
+    others. Muon groups take `lr`, `momentum`, `weight_decay`, `nesterov` and
+    `ns_steps`."""
+    def __init__(self, params: Iterable, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.95,
+                 nesterov: bool = True, ns_steps: int = 5):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"Muon needs momentum in [0, 1), got {momentum}")
         super().__init__(params, lr, betas, eps, weight_decay)
         for g in self.param_groups:
             g.setdefault("muon", False); g.setdefault("momentum", momentum)
@@ -574,29 +737,39 @@ class Muon(AdamW):
             if p.grad is None: continue
             st = self.state[p]
             if not st: st["momentum_buffer"] = torch.zeros_like(p)
-            m = st["momentum_buffer"].lerp_(p.grad, 1 - mu)              # M = mu M + (1 - mu) G
-            g = p.grad.lerp(m, mu) if group["nesterov"] else m           # Nesterov: (1 - mu) G + mu M
+            m = st["momentum_buffer"].lerp_(p.grad, 1 - mu)  # M = mu M + (1 - mu) G
+            # Nesterov: (1 - mu) G + mu M
+            g = p.grad.lerp(m, mu) if group["nesterov"] else m
             p.mul_(1 - lr * wd)
-            p.add_(orthogonalize(g, group["ns_steps"]), alpha=-lr * max(1.0, p.shape[0] / p.shape[1]) ** 0.5)
+            p.add_(orthogonalize(g, group["ns_steps"]),
+                   alpha=-lr * max(1.0, p.shape[0] / p.shape[1]) ** 0.5)
 
 def _muon(model: nn.Module, cfg: TrainConfig) -> Muon:
-    "Muon for the 2-D weights inside the blocks (at `cfg.muon_lr`); AdamW at `cfg.lr` for embeddings, head and vectors."
+    """Muon for the 2-D weights inside the blocks (at `cfg.muon_lr`); AdamW at `cfg.lr`
+    for embeddings, head and vectors."""
     inner = {id(p) for b in model.blocks for p in b.parameters() if p.dim() == 2}
-    groups = [{**g, "params": [p for p in g["params"] if id(p) not in inner]} for g in param_groups(model, cfg.weight_decay)]
+    groups = [{**g, "params": [p for p in g["params"] if id(p) not in inner]}
+              for g in param_groups(model, cfg.weight_decay)]
     matrices = [p for p in model.parameters() if id(p) in inner]
-    groups.append({"params": matrices, "muon": True, "lr": cfg.muon_lr, "lr_scale": cfg.muon_lr / cfg.lr if cfg.lr else 0.0,
-                   "weight_decay": 0.0})                  # no decay on the orthogonalised matrices in runs this short
-    return Muon([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                momentum=cfg.muon_momentum)
+    groups.append({"params": matrices, "muon": True, "lr": cfg.muon_lr,
+                   "lr_scale": cfg.muon_lr / cfg.lr if cfg.lr else 0.0,
+                   # no decay on the orthogonalised matrices in runs this short
+                   "weight_decay": 0.0})
+    return Muon([g for g in groups if g["params"]], lr=cfg.lr,
+                betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, momentum=cfg.muon_momentum)
 
 OPTIMIZERS["muon"] = _muon
 
 
 # %% ../nbs/07_scaling_laws.ipynb #23039d79
 def _book_preset() -> dict[str, dict]:
-    from llm_from_scratch.scaling import base_plan       # chapter 7 plans it (and caches the plan) on first use
+    # chapter 7 plans it (and caches the plan) on first use
+    from llm_from_scratch.scaling import base_plan
     plan = base_plan()
-    return {"model": {k: v for k, v in plan["model"].items() if k != "vocab_size"}, "train": plan["train"]}
+    return {"model": {k: v for k, v in plan["model"].items() if k != "vocab_size"},
+            "train": plan["train"]}
 
-PRESETS["book"] = {"about": "the book's base model (chapter 7): the recipe, shape and tokens planned for 20 minutes of "
-                            "this machine (the first use runs the planning sweep, a few minutes)", "load": _book_preset}
+PRESETS["book"] = {
+    "about": "the book's base model (chapter 7): the recipe, shape and tokens planned "
+    "for 20 minutes of " "this machine (the first use runs the planning sweep, a few "
+    "minutes)", "load": _book_preset}

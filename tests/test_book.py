@@ -439,6 +439,43 @@ def test_no_cross_reference_markup_in_code():
             assert not re.search(r"@(eq|fig|tbl|sec)-\w", code), f"{rel}: {src[:120]}"
 
 
+CODE_COLUMNS = 88   # what fits the text width in the listing font (16 cm at 8.5 pt DejaVu Sans Mono)
+
+
+def _overflowing_code_lines(src: str) -> list[str]:
+    "Lines of `src` wider than CODE_COLUMNS whose overflow is code or a comment, not the inside of a string literal."
+    import io
+    import tokenize
+    lines = src.split("\n")
+    try: toks = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (tokenize.TokenError, SyntaxError): toks = []
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for t in toks:
+        if t.type != tokenize.STRING: continue
+        for r in range(t.start[0], t.end[0] + 1):
+            a = t.start[1] if r == t.start[0] else 0
+            spans.setdefault(r, []).append((a, t.end[1] if r == t.end[0] else len(lines[r - 1])))
+    return [l for r, l in enumerate(lines, 1) if len(l) > CODE_COLUMNS and not l.startswith("#|")
+            and not all(any(a <= c < b for a, b in spans.get(r, [])) for c in range(CODE_COLUMNS, len(l))
+                        if not l[c].isspace())]
+
+
+def test_code_fits_the_page():
+    """Printed code keeps within the listing width, so it does not wrap on the page: only a string literal too long to
+    split (a URL, a regex, LaTeX) may run past it."""
+    assert _overflowing_code_lines("x = 1\n" + "y = '" + "a" * 100 + "'\n") == []
+    assert _overflowing_code_lines("z = f(" + "a, " * 40 + ")\n")
+    wide = []
+    for rel in book.read_spec(ROOT).all_chapters:
+        for c in json.loads((ROOT / rel).read_text())["cells"]:
+            src = "".join(c["source"])
+            opts, code = book.cell_options(src)
+            shown = c["cell_type"] == "code" and opts.get("echo", True) is not False and opts.get("include", True) is not False
+            if shown and not re.search(r"^#\|\s*(hide|exporti?)\b", src, re.M):
+                wide += [f"{rel.name}: {l}" for l in _overflowing_code_lines(src)]
+    assert not wide, f"{len(wide)} code lines wider than {CODE_COLUMNS} columns:\n" + "\n".join(wide[:20])
+
+
 def test_no_bare_signature_boxes():
     "A public function exported with `#| export` shows in the PDF as a signature box without its code: show the code."
     for rel in book.read_spec(ROOT).all_chapters:
