@@ -25,13 +25,13 @@ import yaml
 from .core import UserError, atomic_path
 
 # %% auto #0
-__all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'BookError',
-           'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook', 'cell_options',
-           'clean_text', 'fence', 'doc_markdown', 'table_markdown', 'print_width', 'Converter', 'convert_markdown',
-           'merge_streams', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references', 'latex_escape',
-           'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
-           'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters', 'execute_chapters', 'build_book',
-           'module_homes', 'ModuleHomes']
+__all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUARTO_STAGE', 'QUARTO_HEADER', 'TIMINGS',
+           'BookError', 'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook',
+           'cell_options', 'clean_text', 'fence', 'doc_markdown', 'table_markdown', 'print_width', 'Converter',
+           'convert_markdown', 'merge_streams', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references',
+           'latex_escape', 'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
+           'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters', 'machine_summary',
+           'record_timing', 'timings_table', 'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -996,6 +996,51 @@ def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path
                         f"{', '.join(r.stem for r in nbs)}", code=2)
     return [r for r in nbs if any(matches(r, n) for n in names)]
 
+TIMINGS = "book-timings.json"   # per chapter: seconds of its latest book-scale run, and where
+
+def machine_summary() -> str:
+    "The CPU model, its core count and PyTorch's threads: what a chapter's timing was measured on."
+    import platform
+    import torch
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        if names: model = names[0].strip()
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"Python {platform.python_version()}")
+
+def record_timing(root: Path, rel: Path, seconds: float) -> None:
+    "Record in `root/book-timings.json` that chapter `rel` took `seconds` at book scale."
+    import datetime
+    from llm_from_scratch.core import atomic_write
+    path = Path(root) / TIMINGS
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[Path(rel).as_posix()] = {"seconds": round(seconds, 1), "machine": machine_summary(),
+                                  "date": datetime.date.today().isoformat()}
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+def timings_table(spec: BookSpec) -> list[dict]:
+    """One row per chapter of the book: its number and title, and the minutes of its latest
+    book-scale run from `book-timings.json` (None when it has none yet)."""
+    path = spec.root / TIMINGS
+    data = json.loads(path.read_text()) if path.exists() else {}
+    rows = []
+    for rel in spec.all_chapters:
+        if rel.stem == "index": continue
+        nb = json.loads((spec.root / rel).read_text())
+        title = next((m.group(1) for c in nb["cells"] if c["cell_type"] in ("raw", "markdown")
+                      for m in [re.search(r"^(?:title:\s*\"?|# )(.+?)\"?$",
+                                          "".join(c["source"]), re.M)] if m), rel.stem)
+        num = rel.stem.split("_")[0]
+        label = (f"Chapter {int(num)}" if rel in spec.chapters and num.isdigit() else
+                 f"Appendix {chr(65 + spec.appendices.index(rel))}" if rel in spec.appendices
+                 else "")
+        t = data.get(rel.as_posix())
+        rows.append({"chapter": label, "title": title,
+                     "minutes": None if t is None else round(t["seconds"] / 60, 1)})
+    return rows
+
 def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
                      names: list[str] | None = None) -> list[tuple[str, float]]:
     """Execute the chapters `names` (default: all) in book order at `scale`, storing
@@ -1025,6 +1070,7 @@ def execute_chapters(spec: BookSpec, scale: str = "book", timeout: int = 1800,
                         f"{rel} failed while executing at {scale} "
                         f"scale:\n{clean_text(str(e))[-3000:]}") from None
                 times.append((rel.as_posix(), time.perf_counter() - t0))
+                if scale == "book": record_timing(spec.root, rel, times[-1][1])
                 print(f"executed {rel.as_posix()} in {times[-1][1]:.0f} s",
                       file=sys.stderr, flush=True)
                 d = json.loads(nbformat.writes(nb))

@@ -290,7 +290,7 @@ def test_quarto_yml_is_a_valid_book_project():
     assert cfg["execute"]["enabled"] is False
     spec = book.read_spec(ROOT)
     assert spec.chapters[0] == Path("nbs/index.ipynb")
-    assert Path("nbs/00_core.ipynb") in spec.chapters and spec.appendices[-1] == Path("nbs/14_book.ipynb")
+    assert Path("nbs/00_core.ipynb") in spec.appendices and Path("nbs/14_book.ipynb") in spec.appendices
     nbs = sorted(p.relative_to(ROOT) for p in (ROOT / "nbs").glob("*.ipynb"))
     assert sorted(spec.all_chapters) == nbs, "every notebook is a chapter of the book, and every chapter a notebook"
 
@@ -474,6 +474,52 @@ def test_code_fits_the_page():
             if shown and not re.search(r"^#\|\s*(hide|exporti?)\b", src, re.M):
                 wide += [f"{rel.name}: {l}" for l in _overflowing_code_lines(src)]
     assert not wide, f"{len(wide)} code lines wider than {CODE_COLUMNS} columns:\n" + "\n".join(wide[:20])
+
+
+def printed_code(nb: dict) -> str:
+    """The code of a chapter's printed cells, in order: what a reader can type in. Cells nbdev hides (`hide`,
+    `exporti`, `export`, whose code is not printed), cells with `echo`/`include: false` and bare `show_doc` calls are
+    left out, as are `#|` options and IPython magics."""
+    import ast
+    cells = []
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] != "code": continue
+        opts, _ = book.cell_options(src)
+        directives = " ".join(l[2:] for l in src.splitlines() if l.startswith("#|"))
+        if re.search(r"\b(hide|exporti|export)\b(?!s)", directives) or opts.get("echo", True) is False \
+                or opts.get("include", True) is False: continue
+        code = "\n".join(l for l in src.splitlines() if not l.startswith("#|") and not re.match(r"(%|!(?!=))", l))
+        body = ast.parse(code).body
+        if body and all(isinstance(x, ast.Expr) and getattr(getattr(x.value, "func", None), "id", "") == "show_doc"
+                        for x in body): continue
+        cells.append(code)
+    return "\n\n".join(cells)
+
+
+def undefined_names(code: str) -> list[str]:
+    "Names pyflakes finds used but never defined or imported in `code` (IPython's own builtins excepted)."
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+    out = io.StringIO()
+    check(code, "<printed cells>", Reporter(out, out))
+    return sorted({m.group(1) for m in re.finditer(r"undefined name '(\w+)'", out.getvalue())}
+                  - {"display", "get_ipython"})
+
+
+def test_printed_code_runs_as_printed():
+    """Every printed code cell runs as printed: pyflakes over a chapter's printed cells alone, in order, finds no name
+    that only a hidden cell (or an unprinted `#| export` cell) defines."""
+    assert undefined_names("import math\nx = math.pi\n") == []
+    assert undefined_names("y = plt.figure()\n") == ["plt"]
+    nb = {"cells": [{"cell_type": "code", "source": "#| hide\nimport time\n"},
+                    {"cell_type": "code", "source": "t = time.time()\n"}]}
+    assert undefined_names(printed_code(nb)) == ["time"]
+    found = {}
+    for rel in book.read_spec(ROOT).all_chapters:
+        names = undefined_names(printed_code(json.loads((ROOT / rel).read_text())))
+        if names: found[rel.name] = names
+    assert not found, f"printed code uses names that only hidden cells define: {found}"
 
 
 def test_no_bare_signature_boxes():
