@@ -996,10 +996,12 @@ def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path
                         f"{', '.join(r.stem for r in nbs)}", code=2)
     return [r for r in nbs if any(matches(r, n) for n in names)]
 
-TIMINGS = "book-timings.json"   # per chapter: seconds of its latest book-scale run, and where
+# per chapter: seconds of its latest book-scale run, and where
+TIMINGS = "book-timings.json"
 
 def machine_summary() -> str:
-    "The CPU model, its core count and PyTorch's threads: what a chapter's timing was measured on."
+    """The CPU model, its core count and PyTorch's threads: what a chapter's timing was
+    measured on."""
     import platform
     import torch
     model = platform.processor() or platform.machine()
@@ -1007,35 +1009,39 @@ def machine_summary() -> str:
     if cpuinfo.exists():
         names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
         if names: model = names[0].strip()
-    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+        f"Python {platform.python_version()}")
 
 def record_timing(root: Path, rel: Path, seconds: float) -> None:
-    "Record in `root/book-timings.json` that chapter `rel` took `seconds` at book scale."
+    """Record in `root/book-timings.json` that chapter `rel` took `seconds` at book
+    scale."""
     import datetime
     from llm_from_scratch.core import atomic_write
     path = Path(root) / TIMINGS
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[Path(rel).as_posix()] = {"seconds": round(seconds, 1), "machine": machine_summary(),
+    data[Path(rel).as_posix()] = {"seconds": round(seconds, 1),
+                                  "machine": machine_summary(),
                                   "date": datetime.date.today().isoformat()}
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 def timings_table(spec: BookSpec) -> list[dict]:
-    """One row per chapter of the book: its number and title, and the minutes of its latest
-    book-scale run from `book-timings.json` (None when it has none yet)."""
+    """One row per chapter of the book: its number and title, and the minutes of its
+    latest book-scale run from `book-timings.json` (None when it has none yet)."""
     path = spec.root / TIMINGS
     data = json.loads(path.read_text()) if path.exists() else {}
     rows = []
     for rel in spec.all_chapters:
         if rel.stem == "index": continue
         nb = json.loads((spec.root / rel).read_text())
-        title = next((m.group(1) for c in nb["cells"] if c["cell_type"] in ("raw", "markdown")
+        title = next((m.group(1) for c in nb["cells"]
+                      if c["cell_type"] in ("raw", "markdown")
                       for m in [re.search(r"^(?:title:\s*\"?|# )(.+?)\"?$",
                                           "".join(c["source"]), re.M)] if m), rel.stem)
         num = rel.stem.split("_")[0]
-        label = (f"Chapter {int(num)}" if rel in spec.chapters and num.isdigit() else
-                 f"Appendix {chr(65 + spec.appendices.index(rel))}" if rel in spec.appendices
-                 else "")
+        if rel in spec.appendices:
+            label = f"Appendix {chr(65 + spec.appendices.index(rel))}"
+        else: label = f"Chapter {int(num)}" if num.isdigit() else ""
         t = data.get(rel.as_posix())
         rows.append({"chapter": label, "title": title,
                      "minutes": None if t is None else round(t["seconds"] / 60, 1)})
