@@ -306,10 +306,9 @@ class _Table(HTMLParser):
 
 def _visible(text: str) -> str:
     """A cell's text for the page, as it is: spaces that would vanish (leading,
-    trailing, repeated, non-breaking) drawn
-    as ␣ and backslashes kept, in code font; elsewhere every ASCII punctuation mark
-    escaped, so that no `$`, `*` or
-    `\\n` in a cell turns into math, emphasis or a LaTeX command."""
+    trailing, repeated, non-breaking) drawn as ␣ and backslashes kept, in code font;
+    elsewhere every ASCII punctuation mark escaped, so that no `$`, `*` or `\\n` in a
+    cell turns into math, emphasis or a LaTeX command."""
     t = text.replace("\xa0", " ").strip("\n")
     if t and (t != t.strip(" ") or "  " in t or "\\" in t) and "`" not in t:
         t = re.sub(r"^ +| +$| {2,}", lambda m: "\u2423" * len(m.group(0)), t)
@@ -318,10 +317,9 @@ def _visible(text: str) -> str:
 
 def table_markdown(html: str, caption: str = "", label: str = "") -> str:
     """A pandoc pipe table (typeset with booktabs rules, captioned and numbered when
-    `caption` is given) from an HTML
-    table such as pandas writes: a named index's extra header row folded into the first,
-    numbers right-aligned, and
-    whitespace that matters (token strings) made visible."""
+    `caption` is given) from an HTML table such as pandas writes: a named index's extra
+    header row folded into the first, numbers right-aligned, and whitespace that matters
+    (token strings) made visible."""
     t = _Table(); t.feed(html)
     if not t.head and t.body: t.head, t.body = t.body[:1], t.body[1:]
     if not t.head: raise BookError("an HTML table output has no rows")
@@ -353,9 +351,8 @@ TEXT_WIDTH_IN = 6.3              # A4 with 2.5 cm margins: 16 cm of text
 
 def print_width(png: bytes, default: str = "85%") -> str:
     """The width at which a PNG prints: its own size (pixels / the dots per inch
-    matplotlib records in the `pHYs`
-    chunk), so that a 9-point label prints at 9 points; shrunk to the text width if
-    wider; `default` without `pHYs`."""
+    matplotlib records in the `pHYs` chunk), so that a 9-point label prints at 9 points;
+    shrunk to the text width if wider; `default` without `pHYs`."""
     i = png.find(b"pHYs")
     # unit 1: per metre
     if png[:8] != b"\x89PNG\r\n\x1a\n" or i < 0 or png[i + 12] != 1: return default
@@ -453,9 +450,8 @@ def convert_markdown(src: str, conv: Converter) -> str:
 # %% ../nbs/14_book.ipynb #79ec995e
 def merge_streams(outputs: list[dict]) -> list[dict]:
     """Consecutive outputs of the same stream joined into one, so that a progress bar
-    that redrew itself in many
-    messages (each starting with a carriage return) is typeset as its final state only
-    (`clean_text`)."""
+    that redrew itself in many messages (each starting with a carriage return) is
+    typeset as its final state only (`clean_text`)."""
     out: list[dict] = []
     for o in outputs:
         if (out and o.get("output_type") == "stream"
@@ -847,11 +843,9 @@ def _latex_cell(tex: str) -> dict:
 def quarto_notebook(nb: dict, preface: bool = False,
                     next_chapter: int | None = None) -> dict:
     """A processed notebook made ready for Quarto, numbered as the pandoc path numbers
-    it: `show_doc` headings
-    unnumbered and out of the contents (`doc_markdown`), the preface's title an
-    unnumbered heading, and the chapter
-    counter set for the chapter that follows (`next_chapter`, from its file name: 03_x
-    is chapter 3)."""
+    it: `show_doc` headings unnumbered and out of the contents (`doc_markdown`), the
+    preface's title an unnumbered heading, and the chapter counter set for the chapter
+    that follows (`next_chapter`, from its file name: 03_x is chapter 3)."""
     nb = json.loads(json.dumps(nb))
     for c in nb["cells"]:
         for o in c.get("outputs", []) if c["cell_type"] == "code" else []:
@@ -886,14 +880,11 @@ def quarto_notebook(nb: dict, preface: bool = False,
 
 def stage_quarto(spec: BookSpec, stage: Path) -> Path:
     """Stage the book as a Quarto project in `stage`, which `quarto render` (run there)
-    turns into the same book as the
-    pandoc path: the nbdev-processed chapters side by side, the preface as `index.ipynb`
-    (Quarto's home page), written
-    with nbformat (cell sources as lists of lines); a References chapter; the figures,
-    bibliography and title page;
-    and `_quarto.yml` pointing at them, with the pandoc path's LaTeX preamble and
-    callouts without icons (no
-    `fontawesome5`)."""
+    turns into the same book as the pandoc path: the nbdev-processed chapters side by
+    side, the preface as `index.ipynb` (Quarto's home page), written with nbformat (cell
+    sources as lists of lines); a References chapter; the figures, bibliography and
+    title page; and `_quarto.yml` pointing at them, with the pandoc path's LaTeX
+    preamble and callouts without icons (no `fontawesome5`)."""
     import nbformat
     if stage.exists(): shutil.rmtree(stage)
     stage.mkdir(parents=True)
@@ -979,9 +970,8 @@ def build_with_quarto(spec: BookSpec, output: Path, stage: Path | None = None) -
 # %% ../nbs/14_book.ipynb #65bbcc8b
 def select_chapters(spec: BookSpec, names: list[str] | None = None) -> list[Path]:
     """The chapter notebooks named by `names` (all of them when None or empty), in book
-    order. A name is a notebook's
-    path (`nbs/06_pretraining.ipynb`), its file name or stem (`06_pretraining`), or its
-    number (`06`, `6`)."""
+    order. A name is a notebook's path (`nbs/06_pretraining.ipynb`), its file name or
+    stem (`06_pretraining`), or its number (`06`, `6`)."""
     nbs = [c for c in spec.all_chapters if c.suffix == ".ipynb"]
     if not names: return nbs
     def matches(rel: Path, name: str) -> bool:
@@ -1094,9 +1084,8 @@ def build_book(root: Path | str = ".", output: Path | str | None = None,
                engine: str = "auto",
                execute: bool | list[str] = False) -> LatexResult:
     """Build the book in `root` to `output` (default: `<output-file>.pdf` in `root`);
-    return the PDF's path, page count
-    and warnings. `execute`: re-run every chapter at book scale first (True), or only
-    the chapters named in a list."""
+    return the PDF's path, page count and warnings. `execute`: re-run every chapter at
+    book scale first (True), or only the chapters named in a list."""
     spec = read_spec(root)
     if engine not in ("auto", "quarto", "pandoc"):
         raise BookError(f"unknown engine {engine!r}: use auto, quarto or pandoc.")

@@ -121,8 +121,8 @@ def build_parser() -> Parser:
 # %% ../nbs/15_cli.ipynb #0c9b4092
 def settings() -> dict[str, Any]:
     """What every command resolves the same way, read in this one place: the scale, the
-    device, the cache, and where
-    the default artefacts live (corpus, tokenizer, shards, runs)."""
+    device, the cache, and where the default artefacts live (corpus, tokenizer, shards,
+    runs)."""
     root = cache_dir(create=False)
     return {"scale": scale(), "device": str(get_device()), "cache": root,
             "corpus": "stdlib", "tokenizer": root / "tokenizer",
@@ -591,8 +591,8 @@ def _chat(p: argparse.ArgumentParser) -> None:
 
 def chat(args: argparse.Namespace) -> int:
     """The `llmfs chat` command: a prompt loop. The conversation so far plus the new
-    line is the model's prompt (the
-    last block of it); an answer ends at a blank line (--stop), Ctrl-C or --max-new-tokens; `/reset` forgets."""
+    line is the model's prompt (the last block of it); an answer ends at a blank line
+    (--stop), Ctrl-C or --max-new-tokens; `/reset` forgets."""
     from llm_from_scratch.generate import load_generator, stream_text
     s, stops = _sampling(args), _stops(args, ["\n\n"])
     g = load_generator(args.checkpoint, args.data)

@@ -89,8 +89,8 @@ def at_scale(test: T, book: T) -> T:
 # %% ../nbs/00_core.ipynb #b867ff5a
 class UserError(Exception):
     """A mistake the user can fix: `what` was wrong and `fix` says what to do. The
-    command line prints it as one line
-    and exits with `code` (2: bad usage or configuration, 1: a failure)."""
+    command line prints it as one line and exits with `code` (2: bad usage or
+    configuration, 1: a failure)."""
     def __init__(self, what: str, fix: str = "", code: int = 1):
         super().__init__(what)
         self.what, self.fix, self.code = what, fix, code
@@ -133,9 +133,8 @@ def _fsync(p: Path) -> None:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write a file or a folder to. When the
-    block succeeds it is flushed to disk
-    and renamed over `path` in one step; when it fails, it is removed and `path` is left
-    as it was."""
+    block succeeds it is flushed to disk and renamed over `path` in one step; when it
+    fails, it is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)
@@ -172,9 +171,8 @@ def atomic_write(path: str | Path, data: bytes | str
 @contextmanager
 def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
     """Hold an exclusive OS lock on `folder` (created if needed) for the block; a second
-    holder is refused at once.
-    The lock is the kernel's (`flock` on the folder itself): it disappears with the
-    process, so it can never go stale."""
+    holder is refused at once. The lock is the kernel's (`flock` on the folder itself):
+    it disappears with the process, so it can never go stale."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -196,9 +194,8 @@ def folder_lock(folder: str | Path, what: str = "a run") -> Iterator[Path]:
 def wait_for_folder(folder: str | Path, timeout: float = 7200.0,
                     poll: float = 2.0) -> None:
     """Wait while another process holds `folder_lock` on `folder` (say, a parallel test
-    of an earlier chapter training
-    the model a later chapter loads), up to `timeout` seconds; return at once if the
-    folder is free or absent."""
+    of an earlier chapter training the model a later chapter loads), up to `timeout`
+    seconds; return at once if the folder is free or absent."""
     folder = Path(folder)
     if not folder.is_dir(): return
     try:
@@ -231,11 +228,9 @@ def cached(name: str, build: Callable[[Path], Any], rebuild: bool = False,
            check: Callable[[Path], str | None] | None = None,
            redo: str = "building it again") -> Path:
     """Path of cache artefact `name`; when missing (or `rebuild`), `build(tmp_path)`
-    writes it first, then it is moved
-    into place. `check(path)` says what is wrong with an artefact (None: intact): a
-    damaged one is built again with a
-    warning that ends in `redo`, and one that is damaged right after it was built is a
-    `UserError`."""
+    writes it first, then it is moved into place. `check(path)` says what is wrong with
+    an artefact (None: intact): a damaged one is built again with a warning that ends in
+    `redo`, and one that is damaged right after it was built is a `UserError`."""
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
         raise ValueError(
             f"cache artefact names are relative paths inside the cache, got {name!r}")
@@ -275,9 +270,8 @@ def figure_path(name: str) -> Path:
 # %% ../nbs/00_core.ipynb #81147314
 def display_path(path: str | Path) -> str:
     """`path` as the book prints it: `<cache>/...` inside the artefact cache, relative
-    inside the project, `<tmp>/...`
-    inside a temporary folder (without the folder's random name), `~/...` inside the
-    home folder, else as it is."""
+    inside the project, `<tmp>/...` inside a temporary folder (without the folder's
+    random name), `~/...` inside the home folder, else as it is."""
     import tempfile
     p = Path(path).expanduser().resolve()
     cache, root, tmp, home = (cache_dir(create=False).resolve(), project_root(),
@@ -372,9 +366,8 @@ def _hms(s: float) -> str:
 
 class Progress:
     """Progress of a job of `total` units: `mode` 'bar' (a live bar), 'log' (a line to
-    stderr every `every` seconds),
-    'summary' (one line at the end), 'none', or 'auto' (summary in a notebook, bar on a
-    terminal, log otherwise)."""
+    stderr every `every` seconds), 'summary' (one line at the end), 'none', or 'auto'
+    (summary in a notebook, bar on a terminal, log otherwise)."""
     def __init__(self, total: int, desc: str = "", unit: str = "it", mode: str = "auto",
                  initial: int = 0, every: float = 10.0, file: Any = None):
         if mode == "auto":

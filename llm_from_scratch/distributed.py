@@ -55,8 +55,8 @@ def free_port() -> int:
 
 def init_process(rank: int, world: int, port: int, timeout_s: float = 60.0) -> None:
     """Join a gloo process group of `world` processes on this machine as `rank`. Every
-    collective that waits longer
-    than `timeout_s` (a rank died or hangs) raises instead of waiting for ever."""
+    collective that waits longer than `timeout_s` (a rank died or hangs) raises instead
+    of waiting for ever."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world,
@@ -85,13 +85,11 @@ def _worker(rank: int, world: int, port: int, timeout_s: float, tasks: Any,
 # %% ../nbs/08_distributed.ipynb #128d2f5e
 class Cluster:
     """`nproc` worker processes on this machine, started once (spawned, so a worker
-    imports the package afresh) and
-    joined in one gloo process group. `run(fn, *args)` calls `fn(*args)` on every rank
-    and returns their results in
-    rank order; `fn` must be importable from the package. A rank that raises, dies or
-    hangs past `timeout_s` stops
-    the cluster with a RuntimeError naming it; what the workers print goes to the file
-    `self.log`."""
+    imports the package afresh) and joined in one gloo process group. `run(fn, *args)`
+    calls `fn(*args)` on every rank and returns their results in rank order; `fn` must
+    be importable from the package. A rank that raises, dies or hangs past `timeout_s`
+    stops the cluster with a RuntimeError naming it; what the workers print goes to the
+    file `self.log`."""
     def __init__(self, nproc: int, timeout_s: float = 60.0):
         if not isinstance(nproc, int) or nproc < 1:
             raise ValueError(f"nproc must be a positive int, got {nproc!r}")
@@ -180,9 +178,8 @@ def collectives_demo() -> dict[str, torch.Tensor]:
 # %% ../nbs/08_distributed.ipynb #a22d6943
 def ring_all_reduce(t: torch.Tensor) -> int:
     """Sum `t` (contiguous) over all ranks in place with a ring of point-to-point
-    messages: N - 1 steps of
-    reduce-scatter, then N - 1 steps of all-gather. Returns the bytes this rank sent,
-    counted at each send."""
+    messages: N - 1 steps of reduce-scatter, then N - 1 steps of all-gather. Returns the
+    bytes this rank sent, counted at each send."""
     r, n = dist.get_rank(), dist.get_world_size()
     chunks = t.view(-1).tensor_split(n)  # N views of t; chunk c travels round the ring
     right, left, sent = (r + 1) % n, (r - 1) % n, 0
@@ -233,9 +230,8 @@ def ring_check(numels: list[int], seed: int = 0) -> list[dict[str, Any]]:
 # %% ../nbs/08_distributed.ipynb #24fa2177
 def collective_payloads(fn: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
     """Run `fn()` under the torch profiler; return its result and, per collective kind
-    (all_reduce, all_gather, ...),
-    the number of elements handed to gloo, read from the profiler's record of each call
-    (its input shapes)."""
+    (all_reduce, all_gather, ...), the number of elements handed to gloo, read from the
+    profiler's record of each call (its input shapes)."""
     from torch.profiler import profile
     with profile(record_shapes=True) as prof: res = fn()
     sizes: dict[str, int] = {}
@@ -275,11 +271,10 @@ def single_process(cfg: GPTConfig, steps: int, batch: int, pieces: int = 1,
                    seed: int = 0,
                    lr: float = 1e-2) -> dict[str, torch.Tensor]:
     """The reference: `steps` AdamW steps on the global batch in one process. With
-    `pieces` > 1 each step backpropagates
-    the mean loss of each of `pieces` equal slices in turn (their gradients add up in
-    slice order) and divides the sum
-    by `pieces`: the arithmetic of `pieces` data-parallel ranks, in one process. Returns
-    the final weights."""
+    `pieces` > 1 each step backpropagates the mean loss of each of `pieces` equal slices
+    in turn (their gradients add up in slice order) and divides the sum by `pieces`: the
+    arithmetic of `pieces` data-parallel ranks, in one process. Returns the final
+    weights."""
     model = toy_model(cfg, seed)
     opt = toy_optimizer(model, lr)
     for step in range(steps):
@@ -304,11 +299,9 @@ def allreduce_gradients(model: nn.Module) -> None:
 # %% ../nbs/08_distributed.ipynb #bfcf7735
 class BucketedAllReduce:
     """Data parallelism that overlaps communication with backward: gradients are copied
-    into flat buckets of about
-    `bucket_bytes` as autograd produces them (last layers first), and a bucket's
-    all-reduce starts, asynchronously, the
-    moment its last gradient arrives. `wait()` finishes them and writes the means back
-    into `.grad`."""
+    into flat buckets of about `bucket_bytes` as autograd produces them (last layers
+    first), and a bucket's all-reduce starts, asynchronously, the moment its last
+    gradient arrives. `wait()` finishes them and writes the means back into `.grad`."""
     def __init__(self, model: nn.Module, bucket_bytes: int = 2**16):
         self.n = dist.get_world_size()
         # backward meets them about in reverse
@@ -355,11 +348,10 @@ def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int
                   lr: float = 1e-2,
                   bucket_bytes: int = 2**16) -> dict[str, Any]:
     """Run on every rank: `steps` AdamW steps, each rank on its 1/N slice of the global
-    batch, the gradients averaged
-    by `method` ('naive', 'bucketed' or 'ddp'). Returns the final weights, the elements
-    handed to gloo in the last step (from
-    the profiler) and, for 'bucketed', when each bucket's all-reduce started, as a
-    fraction of the backward pass."""
+    batch, the gradients averaged by `method` ('naive', 'bucketed' or 'ddp'). Returns
+    the final weights, the elements handed to gloo in the last step (from the profiler)
+    and, for 'bucketed', when each bucket's all-reduce started, as a fraction of the
+    backward pass."""
     r, n = dist.get_rank(), dist.get_world_size()
     if batch % n:
         raise UserError(f"the global batch of {batch} cannot be split over {n} ranks",
@@ -397,11 +389,9 @@ def data_parallel(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int
 def summation_order_check(cfg: GPTConfig, batch: int,
                           seed: int = 0) -> dict[str, float]:
     """Run on every rank: the first step's gradients averaged by gloo's all-reduce
-    against the sum in rank order
-    ((g0 + g1) + g2) + ... that one process accumulating the slices computes. Returns
-    the largest difference and the
-    smallest ratio of the bound 2 gamma_(N-1) sum_r |g_r| to the difference (>= 1:
-    within the bound)."""
+    against the sum in rank order ((g0 + g1) + g2) + ... that one process accumulating
+    the slices computes. Returns the largest difference and the smallest ratio of the
+    bound 2 gamma_(N-1) sum_r |g_r| to the difference (>= 1: within the bound)."""
     r, n = dist.get_rank(), dist.get_world_size()
     model = toy_model(cfg, seed)
     x, y = toy_batch(0, batch, cfg, seed)
@@ -424,12 +414,10 @@ def summation_order_check(cfg: GPTConfig, batch: int,
 # %% ../nbs/08_distributed.ipynb #2f05a7ae
 class ZeRO1:
     """A ZeRO stage-1 optimiser: every rank keeps the whole model and its gradients, but
-    AdamW's moments only for its
-    1/N of the parameters. The parameters and gradients live in two flat buffers (the
-    model's tensors become views of
-    them); `step()` reduce-scatters the gradients (each rank receives the sum of its
-    shard), updates its shard with
-    chapter 6's AdamW, and all-gathers the updated shards."""
+    AdamW's moments only for its 1/N of the parameters. The parameters and gradients
+    live in two flat buffers (the model's tensors become views of them); `step()`
+    reduce-scatters the gradients (each rank receives the sum of its shard), updates its
+    shard with chapter 6's AdamW, and all-gathers the updated shards."""
     def __init__(self, model: nn.Module, lr: float = 1e-2, weight_decay: float = 0.1,
                  betas: tuple[float, float] = (0.9, 0.95)):
         self.r, self.n = dist.get_rank(), dist.get_world_size()
@@ -473,8 +461,7 @@ class ZeRO1:
 # %% ../nbs/08_distributed.ipynb #4c14f2ef
 def held_bytes(model: nn.Module, opt: Any) -> dict[str, int]:
     """Bytes of parameters, gradients and optimiser state this rank holds (a sharded
-    DTensor counts its local shard;
-    ZeRO-1's flat buffers count once)."""
+    DTensor counts its local shard; ZeRO-1's flat buffers count once)."""
     def local(t: torch.Tensor) -> torch.Tensor:
         return t.to_local() if hasattr(t, "to_local") else t
     if isinstance(opt, ZeRO1):
@@ -523,13 +510,11 @@ def _rss() -> int:
 def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0,
             lr: float = 1e-2) -> dict[str, Any]:
     """Run on every rank: like `data_parallel`, with the optimiser state sharded by
-    `method`: 'zero1' (this chapter's
-    ZeRO1), 'fsdp2' (torch's `fully_shard` on each block and the whole model), or, for
-    comparison, 'replicated'
-    (naive data parallelism) or 'ddp'. Returns the final (full) weights, the bytes held,
-    the peak RSS above the start
-    over every step but the last, and the elements handed to gloo in the last step
-    (profiled)."""
+    `method`: 'zero1' (this chapter's ZeRO1), 'fsdp2' (torch's `fully_shard` on each
+    block and the whole model), or, for comparison, 'replicated' (naive data
+    parallelism) or 'ddp'. Returns the final (full) weights, the bytes held, the peak
+    RSS above the start over every step but the last, and the elements handed to gloo in
+    the last step (profiled)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.nn.parallel import DistributedDataParallel
@@ -570,9 +555,8 @@ def sharded(method: str, cfg: GPTConfig, steps: int, batch: int, seed: int = 0,
 # %% ../nbs/08_distributed.ipynb #3f4e1384
 def memory_formula(n_params: int, nproc: int, method: str) -> dict[str, float]:
     """Bytes per rank of float32 parameters, gradients and AdamW's two moments for
-    `n_params` parameters on `nproc`
-    ranks: replicated (and DDP) keep 4P + 4P + 8P, ZeRO-1 shards the 8P, FSDP2 (ZeRO-3)
-    shards all three."""
+    `n_params` parameters on `nproc` ranks: replicated (and DDP) keep 4P + 4P + 8P,
+    ZeRO-1 shards the 8P, FSDP2 (ZeRO-3) shards all three."""
     P, N = n_params, nproc
     share = {"replicated": (1, 1, 1), "ddp": (1, 1, 1), "zero1": (1, 1, 1 / N),
              "fsdp2": (1 / N, 1 / N, 1 / N)}[method]
@@ -621,9 +605,8 @@ class ColumnParallelLinear(nn.Module):
 
 class RowParallelLinear(nn.Module):
     """This rank's columns `cols` of a Linear layer's weight (its input features): each
-    rank multiplies its slice of the
-    input, the partial products are summed over the ranks (one all-reduce) and the bias
-    is added once."""
+    rank multiplies its slice of the input, the partial products are summed over the
+    ranks (one all-reduce) and the bias is added once."""
     def __init__(self, full: nn.Linear, cols: torch.Tensor):
         super().__init__()
         self.weight = nn.Parameter(full.weight.detach()[:, cols].clone())
@@ -644,10 +627,9 @@ def head_rows(n_head: int, head_dim: int, rank: int, world: int) -> torch.Tensor
 
 class TensorParallelBlock(nn.Module):
     """Chapter 5's block (GELU MLP, learned positions) split Megatron-style over the
-    ranks: each rank computes
-    n_head / N heads and 1/N of the MLP's hidden units; the norms are replicated. One
-    all-reduce after attention and one
-    after the MLP in forward, and one before each in backward."""
+    ranks: each rank computes n_head / N heads and 1/N of the MLP's hidden units; the
+    norms are replicated. One all-reduce after attention and one after the MLP in
+    forward, and one before each in backward."""
     def __init__(self, block: Block, rank: int, world: int):
         super().__init__()
         a, d, H = block.attn, block.attn.d_model, block.attn.n_heads
@@ -688,10 +670,9 @@ class TensorParallelBlock(nn.Module):
 def tensor_parallel_check(cfg: GPTConfig, batch: int = 4,
                           seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: a block and its tensor-parallel split on the same
-    input; the largest differences
-    of output, input gradient and weight gradients (each rank's slice against the same
-    slice of the full gradient),
-    and the bytes each all-reduce was given."""
+    input; the largest differences of output, input gradient and weight gradients (each
+    rank's slice against the same slice of the full gradient), and the bytes each
+    all-reduce was given."""
     r, n = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(seed)
     block = Block(cfg).double()
@@ -729,11 +710,10 @@ def tensor_parallel_check(cfg: GPTConfig, batch: int = 4,
 # %% ../nbs/08_distributed.ipynb #14e3c941
 def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """Run on every rank, in float64: the same split through
-    `torch.distributed.tensor.parallel.parallelize_module`
-    (queries, keys, values and the MLP's first layer column-wise, the two output layers
-    row-wise) against the unsplit
-    block; largest differences of output and of the full weight gradients, and the bytes
-    given to gloo (profiler)."""
+    `torch.distributed.tensor.parallel.parallelize_module` (queries, keys, values and
+    the MLP's first layer column-wise, the two output layers row-wise) against the
+    unsplit block; largest differences of output and of the full weight gradients, and
+    the bytes given to gloo (profiler)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
                                                    parallelize_module)
@@ -782,12 +762,10 @@ def dtensor_check(cfg: GPTConfig, batch: int = 4, seed: int = 0) -> dict[str, An
 def pipeline_gpipe(cfg: GPTConfig, batch: int, micro: int,
                    seed: int = 0) -> dict[str, Any]:
     """Run on every rank: one GPipe step. Rank r holds blocks r L/N .. (r + 1) L/N (rank
-    0 also the embedding, the last
-    rank the final norm and the head); the batch is cut into `micro` micro-batches that
-    flow forward through the ranks
-    one after another, then backward in the same order. Returns this rank's gradients,
-    the seconds it computed and
-    the seconds the step took."""
+    0 also the embedding, the last rank the final norm and the head); the batch is cut
+    into `micro` micro-batches that flow forward through the ranks one after another,
+    then backward in the same order. Returns this rank's gradients, the seconds it
+    computed and the seconds the step took."""
     r, n = dist.get_rank(), dist.get_world_size()
     if cfg.n_layer % n or batch % micro:
         raise ValueError("N must divide the layers and micro the batch")
@@ -871,17 +849,14 @@ def train_distributed(model_cfg: GPTConfig, cfg: Any, data: Any, out_dir: Any,
                       strategy: str = "ddp",
                       timeout_s: float = 300.0) -> dict[str, Any]:
     """Chapter 6's `train`, on each of torchrun's N processes, with
-    DistributedDataParallel (`strategy` 'ddp') or FSDP2
-    ('fsdp2': each block and the whole model sharded): every rank draws the same global
-    batch and trains on its 1/N
+    DistributedDataParallel (`strategy` 'ddp') or FSDP2 ('fsdp2': each block and the
+    whole model sharded): every rank draws the same global batch and trains on its 1/N
     rows, so the run sees the data a single process with the same batch sees. gloo on
-    CPUs, NCCL on GPUs (one per
-    process). Rank 0 logs and writes the checkpoint (whole tensors, as chapter 6's),
-    which records N and every rank's
-    random state: a run resumes exactly with the same N. A rank that dies or hangs makes
-    the others fail after
-    `timeout_s` at most (torchrun stops them sooner). Returns chapter 6's summary, with
-    a whole model on rank 0."""
+    CPUs, NCCL on GPUs (one per process). Rank 0 logs and writes the checkpoint (whole
+    tensors, as chapter 6's), which records N and every rank's random state: a run
+    resumes exactly with the same N. A rank that dies or hangs makes the others fail
+    after `timeout_s` at most (torchrun stops them sooner). Returns chapter 6's summary,
+    with a whole model on rank 0."""
     from llm_from_scratch.train import check_data, resolve_dtype
     env = torchrun_env()
     if env is None:
@@ -1107,11 +1082,9 @@ def _ddp_train(model_cfg, cfg, data, out_dir, overwrite, progress, stop_after,
 def torchrun(nproc: int, cli_args: list[str], log_path: Any = None,
              env: dict[str, str] | None = None) -> int:
     """Run `llmfs CLI_ARGS` on `nproc` local processes through torchrun (`python -m
-    torch.distributed.run`), a free
-    port each time. The workers' one-line messages and progress pass through; torchrun's
-    own report of a failed rank
-    is kept in `log_path` and summed up in one line (a `UserError`). Returns 0 when
-    every rank succeeded."""
+    torch.distributed.run`), a free port each time. The workers' one-line messages and
+    progress pass through; torchrun's own report of a failed rank is kept in `log_path`
+    and summed up in one line (a `UserError`). Returns 0 when every rank succeeded."""
     import re, subprocess, sys
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            "--max-restarts=0", "--master-addr=127.0.0.1",

@@ -44,9 +44,8 @@ _BASELINES: dict[str, Any] = {}
 def ngram_baseline(max_train_bytes: int | None = None,
                    orders: Sequence[int] = range(2, 9)) -> Any:
     """Chapter 7's n-gram baseline: a Kneser-Ney byte model whose order is chosen on the
-    last tenth of the training
-    text (the first 2 MB at test scale, 30 MB at book scale), then fitted on all of it.
-    The chosen order is cached."""
+    last tenth of the training text (the first 2 MB at test scale, 30 MB at book scale),
+    then fitted on all of it. The chosen order is cached."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.ngram import KneserNey, choose_order
     limit = max_train_bytes or at_scale(2_000_000, 30_000_000)
@@ -80,9 +79,8 @@ class Request:
 def encode_pair(encode: Callable[[str], list[int]], context: str,
                 continuation: str) -> tuple[list[int], list[int]]:
     """lm-evaluation-harness's `_encode_pair`: trailing whitespace of the context moves
-    to the continuation, the pair
-    is encoded as a whole, and the continuation's tokens are what follows the tokens of
-    the context alone."""
+    to the continuation, the pair is encoded as a whole, and the continuation's tokens
+    are what follows the tokens of the context alone."""
     n = len(context) - len(context.rstrip())
     if n: context, continuation = context[:-n], context[-n:] + continuation
     whole, ctx = encode(context + continuation), encode(context)
@@ -93,11 +91,10 @@ def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]],
                    requests: Sequence[Request], batch_size: int = 16,
                    prefix_id: int | None = None) -> list[tuple[float, bool]]:
     """(log-probability, is_greedy) of each request's continuation under `model`, as
-    lm-evaluation-harness computes
-    them: the input is context + continuation cut from the left to the model's block
-    (plus the token it predicts),
-    batches of the longest first, padded on the right. An empty context is replaced by
-    `prefix_id` (e.g. end-of-text)."""
+    lm-evaluation-harness computes them: the input is context + continuation cut from
+    the left to the model's block (plus the token it predicts), batches of the longest
+    first, padded on the right. An empty context is replaced by `prefix_id` (e.g.
+    end-of-text)."""
     T = model.cfg.block_size
     pairs = []
     for i, r in enumerate(requests):
@@ -143,9 +140,8 @@ def loglikelihoods(model: torch.nn.Module, encode: Callable[[str], list[int]],
 @dataclass
 class MCItem:
     """A multiple-choice item: one of `choices` continues `context`, `gold` is the index
-    of the right one. With a
-    `continuation`, the choices are alternative contexts that the shared `continuation`
-    follows (as in Winogrande)."""
+    of the right one. With a `continuation`, the choices are alternative contexts that
+    the shared `continuation` follows (as in Winogrande)."""
     id: str
     context: str
     choices: list[str]
@@ -189,10 +185,9 @@ Scorer = Callable[[Sequence[Request]], list[tuple[float, bool]]]
 
 def score_multiple_choice(task: MCTask, scorer: Scorer) -> dict[str, Any]:
     """`acc` and `acc_norm` of `scorer` on `task`, exactly as lm-evaluation-harness's
-    `process_results` computes them:
-    acc is right when the summed log-likelihood is highest, acc_norm when log-likelihood
-    / len(choice string) is.
-    Also their standard errors, chance, and one row per item."""
+    `process_results` computes them: acc is right when the summed log-likelihood is
+    highest, acc_norm when log-likelihood / len(choice string) is. Also their standard
+    errors, chance, and one row per item."""
     reqs = [r for it in task.items for r in task.requests(it)]
     res, k, rows = scorer(reqs), 0, []
     for it in task.items:
@@ -219,9 +214,8 @@ def gpt_scorer(model: torch.nn.Module, encode: Callable[[str], list[int]],
 
 def ngram_scorer(kn: Any) -> Scorer:
     """A scorer for a byte n-gram model (chapter 7's `KneserNey`): the log-probability
-    of the continuation's bytes
-    given the context's (only its last order - 1 bytes matter). It does not say whether
-    the continuation is greedy."""
+    of the continuation's bytes given the context's (only its last order - 1 bytes
+    matter). It does not say whether the continuation is greedy."""
     def score(reqs: Sequence[Request]) -> list[tuple[float, bool]]:
         out = []
         for r in reqs:
@@ -263,9 +257,8 @@ def training_text() -> str:
 def _pick(candidates: list[dict], n: int, seed: int, train_text: str, n_choices: int,
           pool: dict[int, list[tuple[str, str]]]) -> list[dict]:
     """Shuffle `candidates` (seeded), drop those whose `probe` occurs in the training
-    text, and give the rest
-    `n_choices - 1` distractors from `pool` (answers at the same indentation, from other
-    functions, all distinct)."""
+    text, and give the rest `n_choices - 1` distractors from `pool` (answers at the same
+    indentation, from other functions, all distinct)."""
     rng, out = random.Random(seed), []
     rng.shuffle(candidates)
     for c in candidates:
@@ -286,12 +279,10 @@ def next_line_task(n: int, seed: int = 0, n_choices: int = 4,
                    max_chars: int | None = None, docs: Sequence[Any] | None = None,
                    train_text: str | None = None) -> MCTask:
     """Which line comes next in a held-out function? The context is the function up to a
-    one-line statement of its
-    body (at most `max_chars` long without its indentation, default 40 at test scale and
-    100 at book scale, so that
-    the answer fits a small model's block); the distractors are such lines of other
-    held-out functions at the same
-    indentation."""
+    one-line statement of its body (at most `max_chars` long without its indentation,
+    default 40 at test scale and 100 at book scale, so that the answer fits a small
+    model's block); the distractors are such lines of other held-out functions at the
+    same indentation."""
     max_chars = max_chars or at_scale(40, 100)
     docs, train_text = (docs if docs is not None else heldout_docs(),
                         train_text if train_text is not None else training_text())
@@ -327,10 +318,9 @@ def docstring_task(n: int, seed: int = 0, n_choices: int = 4,
                    max_chars: int | None = None, docs: Sequence[Any] | None = None,
                    train_text: str | None = None) -> MCTask:
     """Which docstring belongs to a held-out function? The context is the function's
-    decorators and signature; the
-    choices are first lines of docstrings (at most `max_chars` long without
-    indentation), the distractors from other
-    held-out functions at the same indentation."""
+    decorators and signature; the choices are first lines of docstrings (at most
+    `max_chars` long without indentation), the distractors from other held-out functions
+    at the same indentation."""
     max_chars = max_chars or at_scale(40, 100)
     docs, train_text = (docs if docs is not None else heldout_docs(),
                         train_text if train_text is not None else training_text())
@@ -362,11 +352,9 @@ def name_task(n: int, seed: int = 0, n_choices: int = 4, max_chars: int | None =
               docs: Sequence[Any] | None = None,
               train_text: str | None = None) -> MCTask:
     """Which name does a held-out function have? The choices are `def name` openings
-    (the gold one and names of other
-    held-out functions at the same indentation), each scored by how likely the
-    function's actual signature and body
-    (its first `max_chars` characters) become after it: lm-eval's multiple-input form,
-    as in Winogrande."""
+    (the gold one and names of other held-out functions at the same indentation), each
+    scored by how likely the function's actual signature and body (its first `max_chars`
+    characters) become after it: lm-eval's multiple-input form, as in Winogrande."""
     max_chars = max_chars or at_scale(40, 100)
     docs, train_text = (docs if docs is not None else heldout_docs(),
                         train_text if train_text is not None else training_text())
@@ -431,9 +419,8 @@ _NET: dict[str, str] = {}
 
 def network_isolation() -> str:
     """How the sandbox cuts the network: 'unshare' (a new, empty network namespace by
-    `unshare -rn`, checked by
-    running it once) or 'prelude' (socket functions replaced before the program runs: a
-    speed bump, not a wall)."""
+    `unshare -rn`, checked by running it once) or 'prelude' (socket functions replaced
+    before the program runs: a speed bump, not a wall)."""
     if "method" not in _NET:
         exe = shutil.which("unshare")
         ok = False
@@ -481,11 +468,10 @@ def run_sandboxed(code: str, timeout: float = 10.0, files: dict[str, str] | None
                   memory_mb: int = 1024, file_mb: int = 16, max_procs: int = 32,
                   network: str | None = None) -> SandboxResult:
     """Run Python `code` as `python -I main.py` in a fresh temporary folder (deleted
-    afterwards, with `files` written
-    into it first) with an empty environment; resource limits on CPU seconds, address
-    space, file size and processes;
-    no network (`network_isolation()`); killed with its whole process group after
-    `timeout` wall-clock seconds."""
+    afterwards, with `files` written into it first) with an empty environment; resource
+    limits on CPU seconds, address space, file size and processes; no network
+    (`network_isolation()`); killed with its whole process group after `timeout`
+    wall-clock seconds."""
     import resource
     method = network or network_isolation()
     cpu = cpu_seconds or max(1, math.ceil(timeout))
@@ -594,9 +580,8 @@ print(json.dumps(results))
 
 def check_doctests(jobs: Sequence[dict], timeout: float = 60.0) -> list[bool]:
     """Whether each job {module, setup: [(source, want)], source, want}'s last example
-    prints `want` when run after
-    its setup in the module's namespace, judged by doctest (ELLIPSIS,
-    NORMALIZE_WHITESPACE), all in one sandbox."""
+    prints `want` when run after its setup in the module's namespace, judged by doctest
+    (ELLIPSIS, NORMALIZE_WHITESPACE), all in one sandbox."""
     if not jobs: return []
     res = run_sandboxed(DOCTEST_RUNNER, timeout=timeout,
                         files={"jobs.json": json.dumps(list(jobs))})
@@ -610,10 +595,9 @@ PROMPT_CHARS = 4000
 def doctest_task(n: int, seed: int = 0, docs: Sequence[Any] | None = None,
                  train_text: str | None = None) -> GenTask:
     """Doctest examples of the held-out files whose source and expected output are one
-    line each: the prompt is the
-    file up to the `>>>` line and the indentation of the output (its last `PROMPT_CHARS`
-    characters, more than any of
-    the book's models sees); only examples that pass when run are kept."""
+    line each: the prompt is the file up to the `>>>` line and the indentation of the
+    output (its last `PROMPT_CHARS` characters, more than any of the book's models
+    sees); only examples that pass when run are kept."""
     import doctest
     docs, train_text = (docs if docs is not None else heldout_docs(),
                         train_text if train_text is not None else training_text())
@@ -679,8 +663,7 @@ def generate_answers(model: torch.nn.Module, encode: Callable[[str], list[int]],
                      decode: Callable[[list[int]], str], task: GenTask,
                      max_new_tokens: int = 24, batch_size: int = 16) -> list[str]:
     """Greedy completions of each prompt of `task` (cut from the left to leave
-    `max_new_tokens` of the block free),
-    trimmed at the task's stop string."""
+    `max_new_tokens` of the block free), trimmed at the task's stop string."""
     # chapter 9: KV cache, left-padded batches
     from llm_from_scratch.generate import Sampling, generate_tokens
     keep = model.cfg.block_size - max_new_tokens
@@ -719,9 +702,8 @@ def ngram_generate(kn: Any, task: GenTask, max_new_bytes: int = 48) -> list[str]
 def score_generation(task: GenTask, outputs: Sequence[str],
                      execute: bool = True) -> dict[str, Any]:
     """Exact match of each output (stripped) with the expected answer and, with
-    `execute`, whether the output passes
-    when the example is run in the sandbox (doctest's comparison, which forgives
-    whitespace and `...`)."""
+    `execute`, whether the output passes when the example is run in the sandbox
+    (doctest's comparison, which forgives whitespace and `...`)."""
     exact = [o.strip() == it.answer.strip() for it, o in zip(task.items, outputs)]
     runs = (check_doctests([{k: it.meta[k] for k in ("module", "setup", "source")}
                             | {"want": o.strip() + "\n"}
@@ -758,9 +740,8 @@ def read_mc_jsonl(path: str | Path, fields: str | dict[str, str] = "generic",
                   name: str | None = None, target_delimiter: str = " ",
                   limit: int | None = None) -> MCTask:
     """A multiple-choice task from a JSONL file in a standard layout: `fields` names a
-    preset of `FIELD_MAPS`
-    (HellaSwag's `ctx`/`endings`/`label`, ARC, PIQA) or maps context, choices, gold (and
-    labels) to field paths."""
+    preset of `FIELD_MAPS` (HellaSwag's `ctx`/`endings`/`label`, ARC, PIQA) or maps
+    context, choices, gold (and labels) to field paths."""
     from llm_from_scratch.data import jsonl_records
     fmap = FIELD_MAPS.get(fields) if isinstance(fields, str) else fields
     if fmap is None:
@@ -813,11 +794,10 @@ def lm_eval_yaml(task_name: str, jsonl: str | Path, target_delimiter: str = " ")
 def lm_eval_parity(model: torch.nn.Module, tok: Any, task: MCTask, folder: str | Path,
                    batch_size: int = 4) -> dict[str, Any]:
     """Our log-likelihoods, acc and acc_norm against lm-evaluation-harness's `hf` model
-    on `task` and the same weights,
-    both in float64: `model` and `tok` are written in Hugging Face's layout (chapter 9's
-    `save_hf`) into `folder` with
-    the task's JSONL and YAML. Returns the largest log-likelihood difference, per-item
-    agreement and both timings."""
+    on `task` and the same weights, both in float64: `model` and `tok` are written in
+    Hugging Face's layout (chapter 9's `save_hf`) into `folder` with the task's JSONL
+    and YAML. Returns the largest log-likelihood difference, per-item agreement and both
+    timings."""
     import copy
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -896,9 +876,8 @@ class LikelihoodJudge:
 
 class EndpointJudge:
     """A judge behind an OpenAI-compatible chat endpoint (`base_url` such as
-    https://api.openai.com/v1 or a local
-    server's /v1), asked with `JUDGE_TEMPLATE` for one letter; the key is read from the
-    environment variable `api_key_env`."""
+    https://api.openai.com/v1 or a local server's /v1), asked with `JUDGE_TEMPLATE` for
+    one letter; the key is read from the environment variable `api_key_env`."""
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 60.0, template: str = JUDGE_TEMPLATE):
         self.base_url, self.model, self.api_key_env, self.timeout, self.template = (
@@ -928,8 +907,8 @@ class EndpointJudge:
 
 def judge_pair(judge: Judge, question: str, first: str, second: str) -> str:
     """Judge the pair both ways round: 'first' or 'second' only when both orders agree;
-    anything else ('tie', or a
-    verdict that follows the position rather than the answer) is a 'tie'."""
+    anything else ('tie', or a verdict that follows the position rather than the answer)
+    is a 'tie'."""
     v1, v2 = judge(question, first, second), judge(question, second, first)
     if (v1, v2) == ("A", "B"): return "first"
     if (v1, v2) == ("B", "A"): return "second"
@@ -938,9 +917,8 @@ def judge_pair(judge: Judge, question: str, first: str, second: str) -> str:
 def calibrate_judge(judge: Judge, pairs: Sequence[tuple[str, str,
                                                         str]]) -> dict[str, float]:
     """A judge against known answers: `pairs` of (question, better, worse). Agreement:
-    share judged right (both
-    orders); position-consistent: share whose two verdicts agree; prefers A: share of
-    single verdicts that are 'A'."""
+    share judged right (both orders); position-consistent: share whose two verdicts
+    agree; prefers A: share of single verdicts that are 'A'."""
     right = wrong = consistent = said_a = 0
     for q, good, bad in pairs:
         v1, v2 = judge(q, good, bad), judge(q, bad, good)
@@ -976,10 +954,9 @@ def eval_report(models: dict[str, torch.nn.Module],
                 out_dir: str | Path | None = None, baseline: bool = True,
                 progress: bool = False, batch_size: int = 16) -> list[dict[str, Any]]:
     """Every model of `models` (our GPTs, on the book's tokenizer) on held-out bits per
-    byte and every task (acc and
-    acc_norm, or exact match and pass rate), with a chance row and the n-gram baseline;
-    written to `out_dir` as
-    `report.md`, `report.json` and `report.png` when given. Returns the rows."""
+    byte and every task (acc and acc_norm, or exact match and pass rate), with a chance
+    row and the n-gram baseline; written to `out_dir` as `report.md`, `report.json` and
+    `report.png` when given. Returns the rows."""
     from llm_from_scratch.core import Progress
     from llm_from_scratch.data import iter_texts
     from llm_from_scratch.tokenizer import default_tokenizer

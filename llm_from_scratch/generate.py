@@ -78,8 +78,8 @@ from .model import GPTConfig
 # %% ../nbs/09_inference.ipynb #9f6d1bbb
 class KVCache:
     """Keys and values of every layer for up to `max_len` positions, allocated once: `k`
-    and `v` are each
-    (n_layer, B, n_head, max_len, head_dim). The first `len` positions are filled."""
+    and `v` are each (n_layer, B, n_head, max_len, head_dim). The first `len` positions
+    are filled."""
     def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int | None = None,
                  dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None):
@@ -99,9 +99,8 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write layer `layer`'s keys and values (B, H, T, hd) at positions len .. len +
-        T - 1 and return the keys and
-        values of all positions so far (B, H, len + T, hd). `cached_forward` advances
-        `len` after the last layer."""
+        T - 1 and return the keys and values of all positions so far (B, H, len + T,
+        hd). `cached_forward` advances `len` after the last layer."""
         end = self.len + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"the cache holds {self.max_len} positions, {end} needed")
@@ -119,11 +118,9 @@ def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache,
                    positions: torch.Tensor | None = None,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """The GPT's forward pass for tokens `idx` (B, T) that follow the `cache.len` tokens
-    already in `cache`: logits
-    (B, T, vocab). Each layer's keys and values are added to the cache; the queries
-    attend to all of it. By default
-    the tokens sit at positions len .. len + T - 1 and attend causally; left-padded
-    batches pass their own
+    already in `cache`: logits (B, T, vocab). Each layer's keys and values are added to
+    the cache; the queries attend to all of it. By default the tokens sit at positions
+    len .. len + T - 1 and attend causally; left-padded batches pass their own
     `positions` (B, T) and `mask` (B, 1, T, len + T; True = may attend)."""
     B, T = idx.shape
     start = cache.len
@@ -151,9 +148,8 @@ def cached_forward(model: GPT, idx: torch.Tensor, cache: KVCache,
 def repetition_penalty(logits: torch.Tensor, seen: torch.Tensor,
                        penalty: float) -> torch.Tensor:
     """CTRL's repetition penalty (Keskar et al., 2019), as Hugging Face applies it: the
-    logits (B, V) of the tokens
-    already in each row's text (`seen`, a (B, V) bool mask) are divided by `penalty`
-    when positive, else multiplied."""
+    logits (B, V) of the tokens already in each row's text (`seen`, a (B, V) bool mask)
+    are divided by `penalty` when positive, else multiplied."""
     if penalty <= 0: raise ValueError(f"repetition_penalty must be > 0, got {penalty}")
     if penalty == 1.0: return logits
     return torch.where(seen, torch.where(logits > 0, logits / penalty,
@@ -200,10 +196,9 @@ def left_pad(prompts: Sequence[Sequence[int]],
 def pad_positions_mask(pads: torch.Tensor, T: int,
                        S: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For T new tokens in slots S - T .. S - 1 of left-padded rows with `pads` (B,)
-    pads each: their positions (B, T),
-    counted from each row's first real token, and the attention mask (B, 1, T, S):
-    causal, with no pad key (a pad
-    query sees itself, so that no row of the softmax is empty)."""
+    pads each: their positions (B, T), counted from each row's first real token, and the
+    attention mask (B, 1, T, S): causal, with no pad key (a pad query sees itself, so
+    that no row of the softmax is empty)."""
     slots = torch.arange(S - T, S, device=pads.device)  # (T,) slots of the new tokens
     keys = torch.arange(S, device=pads.device)                               # (S,)
     positions = (slots[None, :] - pads[:, None]).clamp(min=0)               # (B, T)
@@ -219,12 +214,11 @@ def stream(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int,
            sampling: Sampling | None = None,
            use_cache: bool = True) -> Iterator[torch.Tensor]:
     """Yield the next token of every row (B,) at each of up to `max_new_tokens` steps.
-    Rows are left-padded and
-    masked, so each gets the tokens it would get alone. With `use_cache` the prompts run
-    once (prefill) and each step
-    runs one token per row (decode), starting the cache again from the last half block
-    when it is full; without,
-    every step runs the last block of tokens again, as chapter 5's `generate` does."""
+    Rows are left-padded and masked, so each gets the tokens it would get alone. With
+    `use_cache` the prompts run once (prefill) and each step runs one token per row
+    (decode), starting the cache again from the last half block when it is full;
+    without, every step runs the last block of tokens again, as chapter 5's `generate`
+    does."""
     s = sampling or Sampling()
     cfg, p0 = model.cfg, next(model.parameters())
     ids, pads = (t.to(p0.device) for t in left_pad(prompts))              # (B, T), (B,)
@@ -270,8 +264,8 @@ def generate_tokens(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens
                     | None = None,
                     use_cache: bool = True) -> list[list[int]]:
     """The tokens generated for each prompt: up to `max_new_tokens`, a row ending before
-    its first `eot_id` or after
-    the token at which `stop(row_tokens)` is true; the loop ends when every row has."""
+    its first `eot_id` or after the token at which `stop(row_tokens)` is true; the loop
+    ends when every row has."""
     out, done = [[] for _ in prompts], [False] * len(prompts)
     for nxt in stream(model, prompts, max_new_tokens, sampling, use_cache):
         for b, t in enumerate(nxt.tolist()):
@@ -303,9 +297,8 @@ def stream_text(model: GPT, encode: Callable[[str], list[int]],
                 sampling: Sampling | None = None, stop: Sequence[str] = (),
                 eot_id: int | None = None) -> Iterator[str]:
     """Pieces of the completion of `prompt` as they are generated. Text is released once
-    it decodes to whole
-    characters, except an end that could be the start of a stop sequence; the completion
-    ends before its first one."""
+    it decodes to whole characters, except an end that could be the start of a stop
+    sequence; the completion ends before its first one."""
     ids, sent, text = [], 0, ""
     for nxt in stream(model, [encode(prompt)], max_new_tokens, sampling):
         t = int(nxt[0])
@@ -357,9 +350,8 @@ class Generator:
 def load_generator(checkpoint: str | Path | None = None,
                    data: str | None = None) -> Generator:
     """The model of `checkpoint` (a run folder or its `ckpt.pt`; default: the book's
-    base model) with its tokenizer:
-    the book's, or for a character-level run the characters of `data` (`char:PATH`, the
-    file it was trained on)."""
+    base model) with its tokenizer: the book's, or for a character-level run the
+    characters of `data` (`char:PATH`, the file it was trained on)."""
     from llm_from_scratch.checkpoint import load_checkpoint
     from llm_from_scratch.core import UserError
     from llm_from_scratch.train import load_data

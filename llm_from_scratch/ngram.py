@@ -36,11 +36,11 @@ class _Level:
 def _ngram_keys(x: np.ndarray, k: int) -> np.ndarray:
     """Pack every run of ``k`` consecutive bytes of ``x`` into a uint64.
 
-    Element ``j`` of the result encodes ``x[j : j + k]`` as the base-256 number
-    with the oldest byte most significant, so ``key >> 8`` is the key of the
-    context (the first k-1 bytes) and ``key & (256**(k-1) - 1)`` is the key of
-    the n-gram without its oldest byte.
-    """
+    Element ``j`` of the result encodes ``x[j : j + k]`` as the base-256 number with the
+    oldest byte most significant, so ``key >> 8`` is the key of the context (the first
+    k-1 bytes) and ``key & (256**(k-1) - 1)`` is the key of the n-gram without its
+    oldest byte.
+"""
     count = max(len(x) - k + 1, 0)
     keys = np.zeros(count, dtype=np.uint64)
     for j in range(k):
@@ -49,8 +49,8 @@ def _ngram_keys(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _lookup(table: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return, for each query, an index into the sorted non-empty ``table``
-    and whether the query is present there (the index is valid only if so)."""
+    """Return, for each query, an index into the sorted non-empty ``table`` and whether
+    the query is present there (the index is valid only if so)."""
     index = np.minimum(np.searchsorted(table, queries), len(table) - 1)
     return index, table[index] == queries
 
@@ -90,8 +90,8 @@ class KneserNey:
         self._dict_counts: dict[int, dict[bytes, int]] | None = None
 
     def _uses_raw_counts(self, k: int) -> bool:
-        """Whether level k counts n-grams directly (only the highest level of
-        a model of order >= 2) rather than by their distinct left neighbours."""
+        """Whether level k counts n-grams directly (only the highest level of a model of
+        order >= 2) rather than by their distinct left neighbours."""
         return k == self.order and k > 1
 
     def _check_fitted(self) -> None:
@@ -155,13 +155,13 @@ class KneserNey:
         return _Level(keys, alpha, contexts[starts], gamma)
 
     def logprobs(self, data: bytes) -> np.ndarray:
-        """Natural-log probability of every byte of ``data`` given the bytes
-        before it in ``data``.
+        """Natural-log probability of every byte of ``data`` given the bytes before it
+        in ``data``.
 
-        Byte ``i`` is conditioned on ``data[max(0, i-N+1) : i]``; the first
-        N-1 bytes have shorter histories, so their recursion starts at level
-        ``i + 1`` instead of N. Returns an array of shape ``(len(data),)``.
-        """
+        Byte ``i`` is conditioned on ``data[max(0, i-N+1) : i]``; the first N-1 bytes
+        have shorter histories, so their recursion starts at level ``i + 1`` instead of
+        N. Returns an array of shape ``(len(data),)``.
+"""
         self._check_fitted()
         x = np.frombuffer(data, dtype=np.uint8)
         p = np.full(len(x), 1.0 / self.VOCAB_SIZE)  # level 0: uniform
@@ -183,10 +183,10 @@ class KneserNey:
     def prob(self, context: bytes, byte: int) -> float:
         """P(byte | context) evaluated straight from the definition.
 
-        Only the last N-1 bytes of ``context`` are used. This path recounts
-        the training data into Python dicts on first use and does 256 look-ups
-        per level per call: it is slow and meant for testing ``logprobs``.
-        """
+        Only the last N-1 bytes of ``context`` are used. This path recounts the training
+        data into Python dicts on first use and does 256 look-ups per level per call: it
+        is slow and meant for testing ``logprobs``.
+"""
         self._check_fitted()
         if not 0 <= byte < self.VOCAB_SIZE:
             raise ValueError(f"byte must be in 0..255, got {byte}")
@@ -209,8 +209,8 @@ class KneserNey:
         return max(row[byte] - d, 0.0) / total + d * types / total * lower
 
     def _count_dicts(self) -> dict[int, dict[bytes, int]]:
-        """Counts a_k(g) of every level as dicts keyed by the n-gram bytes,
-        computed with plain Python loops independently of ``fit``'s arrays."""
+        """Counts a_k(g) of every level as dicts keyed by the n-gram bytes, computed
+        with plain Python loops independently of ``fit``'s arrays."""
         if self._dict_counts is None:
             data = self._data
             assert data is not None

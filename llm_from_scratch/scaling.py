@@ -43,9 +43,8 @@ def param_counts(cfg: GPTConfig) -> dict[str, int]:
 def train_flops(cfg: GPTConfig, tokens: float,
                 seq_len: int | None = None) -> dict[str, float]:
     """Training FLOPs for `tokens` tokens: the rule of thumb C = 6ND (N without
-    embeddings, and with them), and the
-    count of chapter 5 (every matrix product, the output head and attention's
-    T-dependent term), with its attention share."""
+    embeddings, and with them), and the count of chapter 5 (every matrix product, the
+    output head and attention's T-dependent term), with its attention share."""
     fpt = flops_per_token(cfg, seq_len)
     n = param_counts(cfg)
     return {"6ND (non-embedding N)": 6 * n["non-embedding"] * tokens,
@@ -141,9 +140,8 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float],
 # %% ../nbs/07_scaling_laws.ipynb #6b70b43e
 def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> tuple[float, float]:
     """The minimum (N*, L*) of a parabola fitted to loss against log N at one budget:
-    its vertex, or the best run when
-    the parabola opens downwards or its vertex lies outside the sizes tried (the profile
-    does not bracket the minimum)."""
+    its vertex, or the best run when the parabola opens downwards or its vertex lies
+    outside the sizes tried (the profile does not bracket the minimum)."""
     x, y = np.log(np.asarray(N, dtype=float)), np.asarray(L, dtype=float)
     if len(set(x.tolist())) < 3:
         raise ValueError(
@@ -208,9 +206,8 @@ def refit(law: LossLaw, runs: Sequence[dict]) -> LossLaw:
 def cached_run(cfg: GPTConfig, tcfg: Any, data: Any, out_dir: str | Path,
                label: str) -> dict[str, float]:
     """Train `GPT(cfg)` with `tcfg` on `data` in its `run_folder` under `out_dir` (named
-    by `label` and a hash of the
-    settings); a finished run is read back from its `result.json`, an interrupted one
-    resumes from its checkpoint."""
+    by `label` and a hash of the settings); a finished run is read back from its
+    `result.json`, an interrupted one resumes from its checkpoint."""
     from llm_from_scratch.train import run_folder, train as train_run
     run_dir = run_folder(label, cfg, tcfg, data, root=out_dir)
     done = run_dir / "result.json"
@@ -243,9 +240,8 @@ def run_config(model: dict, train: dict, vocab_size: int, flops: float, block_si
 def measure_throughput(runs: Sequence[tuple], data: Any, steps: int = 2,
                        rounds: int = 2, seed: int = 0) -> list[float]:
     """Training tokens per second of each (GPTConfig, TrainConfig) in `runs`, measured
-    in alternating rounds of `steps`
-    steps (A B C A B C ...), so that a machine whose speed drifts slows them all alike;
-    the median of the rounds."""
+    in alternating rounds of `steps` steps (A B C A B C ...), so that a machine whose
+    speed drifts slows them all alike; the median of the rounds."""
     from llm_from_scratch.dataloader import random_batch
     from llm_from_scratch.model import GPT
     from llm_from_scratch.train import lm_loss, make_optimizer
@@ -284,15 +280,12 @@ def recipe_study(data: Any, shape: dict, flops: float, out_dir: str | Path,
                  max_slowdown: float = 0.15, speed_geometry: tuple[int, int]
                  | None = None, progress: bool | str = True) -> tuple[list[dict], dict]:
     """Start from `GPT2_RECIPE`, try each learning rate of `lrs`, then each of
-    `RECIPE_CHANGES`, then the learning rates
-    again (the best rate depends on the optimiser and the architecture), every run
-    spending
-    `flops` FLOPs on a model of `shape`; keep a change if it lowers the validation loss
-    by more than `min_gain` and slows
-    training (tokens/s measured in alternating rounds, with batches of `speed_geometry`
-    = (batch_size, block_size) when
-    given: the speed of the run the recipe is for) by at most `max_slowdown`. Returns
-    the rows and the final recipe."""
+    `RECIPE_CHANGES`, then the learning rates again (the best rate depends on the
+    optimiser and the architecture), every run spending `flops` FLOPs on a model of
+    `shape`; keep a change if it lowers the validation loss by more than `min_gain` and
+    slows training (tokens/s measured in alternating rounds, with batches of
+    `speed_geometry` = (batch_size, block_size) when given: the speed of the run the
+    recipe is for) by at most `max_slowdown`. Returns the rows and the final recipe."""
     from llm_from_scratch.core import Progress
     # the optimiser changed: tune again
     retune = [(f"learning rate {lr:g}, again", {}, {"lr": lr}) for lr in lrs]
@@ -418,9 +411,8 @@ _UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "hours"
 
 def parse_budget(text: str) -> tuple[str, float]:
     """A compute budget from a string: FLOPs (`3e14`, `3e14flops`) -> ('flops', 3e14); a
-    duration (`20min`, `90s`,
-    `1.5h`, `2 days`) -> ('seconds', 1200.0) and so on. A malformed or non-positive
-    budget is a `UserError`."""
+    duration (`20min`, `90s`, `1.5h`, `2 days`) -> ('seconds', 1200.0) and so on. A
+    malformed or non-positive budget is a `UserError`."""
     m = re.fullmatch(r"\s*([-+]?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*",
                      str(text).lower())
     if not m:
@@ -447,14 +439,11 @@ def plan_model(law: LossLaw, flops_per_s: float, vocab_size: int, model: dict,
                train_tokens: int | None = None, max_epochs: float = 1.0,
                min_steps: int = 50) -> dict[str, Any]:
     """The compute-optimal run for a budget of `flops` FLOPs or `seconds` on a machine
-    doing `flops_per_s` training FLOPs
-    per second: of the `shapes` (with the `model` recipe), the one whose fitted loss
-    `law(N, D)` is lowest when it trains
-    on the D tokens that spend the budget, and sees the `train_tokens` of the training
-    split at most `max_epochs` times
-    (the law was fitted on runs that never repeat data). Returns the config, N, D,
-    steps, predicted loss, FLOPs and
-    expected seconds."""
+    doing `flops_per_s` training FLOPs per second: of the `shapes` (with the `model`
+    recipe), the one whose fitted loss `law(N, D)` is lowest when it trains on the D
+    tokens that spend the budget, and sees the `train_tokens` of the training split at
+    most `max_epochs` times (the law was fitted on runs that never repeat data). Returns
+    the config, N, D, steps, predicted loss, FLOPs and expected seconds."""
     if (flops is None) == (seconds is None):
         raise ValueError("give exactly one of flops= and seconds=")
     for name, v in (("FLOPs", flops), ("seconds", seconds)):
@@ -509,9 +498,8 @@ def plan_with_interval(law: LossLaw, runs: Sequence[dict], flops_per_s: float,
                        data: Any, recipe: dict, n_boot: int, setup: dict,
                        **budget: float) -> dict[str, Any]:
     """`plan_model` for the budget (`flops=` or `seconds=`), re-planned once with the
-    FLOP/s measured on the chosen
-    shape, and the 95% bootstrap interval of its predicted loss (the law refitted on
-    resampled runs)."""
+    FLOP/s measured on the chosen shape, and the 95% bootstrap interval of its predicted
+    loss (the law refitted on resampled runs)."""
     kw = dict(vocab_size=data.vocab_size, model=recipe["model"],
               block_size=setup["base_block_size"], batch_size=setup["base_batch_size"],
               train_tokens=len(data.train))
@@ -533,9 +521,8 @@ def plan_with_interval(law: LossLaw, runs: Sequence[dict], flops_per_s: float,
 # %% ../nbs/07_scaling_laws.ipynb #854eaf9d
 def base_plan(progress: bool | str = True) -> dict[str, Any]:
     """The chapter's decision about the book's base model, cached as
-    `base-model/plan.json`: the recipe study, the
-    IsoFLOP sweep with that recipe, the fitted law, and the plan (shape, tokens,
-    predicted loss and interval) for
+    `base-model/plan.json`: the recipe study, the IsoFLOP sweep with that recipe, the
+    fitted law, and the plan (shape, tokens, predicted loss and interval) for
     `BASE_SETUP[scale()]['base_seconds']` of this machine. Each run is cached, so a
     rerun only re-reads them."""
     from llm_from_scratch.core import cache_dir, cached, scale
@@ -583,9 +570,8 @@ def base_plan(progress: bool | str = True) -> dict[str, Any]:
 
 def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
     """The book's base model (evaluation mode) and its model card. The first call trains
-    it by `base_plan()` (resumable:
-    an interrupted run continues from its last checkpoint), scores it on the held-out
-    split and writes the card."""
+    it by `base_plan()` (resumable: an interrupted run continues from its last
+    checkpoint), scores it on the held-out split and writes the card."""
     from llm_from_scratch.core import atomic_write, scale, wait_for_folder
     from llm_from_scratch.data import corpus_checksum
     from llm_from_scratch.tokenizer import default_tokenizer
@@ -631,9 +617,8 @@ def base_model(progress: bool | str = True) -> tuple[Any, dict[str, Any]]:
 # %% ../nbs/07_scaling_laws.ipynb #4205a568
 def plan_budget(budget: str, progress: bool | str = True) -> dict[str, Any]:
     """The planner for a budget string (`parse_budget`), with the law, recipe and sweep
-    of `base_plan()` (planned, and
-    cached, on first use) and this machine's speed measured now: the `llmfs plan`
-    command."""
+    of `base_plan()` (planned, and cached, on first use) and this machine's speed
+    measured now: the `llmfs plan` command."""
     from llm_from_scratch.core import scale
     from llm_from_scratch.train import default_data
     kind, value = parse_budget(budget)
@@ -663,9 +648,8 @@ def signature_prompts(texts: Iterable[str], n: int, seed: int = 0) -> list[str]:
 
 def completion_parses(prompt: str, completion: str) -> bool:
     """Whether the prompt's last line (a `def`) plus `completion`, trimmed to its last
-    complete line and to the lines
-    of the function body, is valid Python by `ast.parse` (dedented, so a method parses
-    on its own)."""
+    complete line and to the lines of the function body, is valid Python by `ast.parse`
+    (dedented, so a method parses on its own)."""
     import ast, textwrap
     sig = prompt.splitlines()[-1]
     indent = len(sig) - len(sig.lstrip())
@@ -684,9 +668,8 @@ def parse_share(model: Any, encode: Callable[[str], list[int]],
                 new_tokens: int = 48, seed: int = 0,
                 batch_size: int = 16) -> tuple[float, list[str]]:
     """Share of `prompts` whose completion by `model` (`new_tokens` sampled at
-    temperature 0.8, top-k 50, seeded; each
-    prompt cut to its last block_size - new_tokens tokens) `completion_parses`; also the
-    completions."""
+    temperature 0.8, top-k 50, seeded; each prompt cut to its last block_size -
+    new_tokens tokens) `completion_parses`; also the completions."""
     from llm_from_scratch.generate import generate
     keep = model.cfg.block_size - new_tokens
     if keep < 1:

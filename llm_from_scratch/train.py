@@ -714,9 +714,8 @@ def orthogonalize(G: torch.Tensor, steps: int = 5,
 
 class Muon(AdamW):
     """Muon for the parameter groups marked `muon=True` (2-D weight matrices), this
-    book's AdamW for the
-    others. Muon groups take `lr`, `momentum`, `weight_decay`, `nesterov` and
-    `ns_steps`."""
+    book's AdamW for the others. Muon groups take `lr`, `momentum`, `weight_decay`,
+    `nesterov` and `ns_steps`."""
     def __init__(self, params: Iterable, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.95,
