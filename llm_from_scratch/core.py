@@ -119,8 +119,9 @@ def clean_stale_temps(folder: str | Path) -> list[Path]:
             gone.append(p)
     return gone
 
-def _fsync(p: Path) -> None:
-    if p.is_dir():
+def _fsync(p: Path, tree: bool = True) -> None:
+    "Flush `p` to disk: a file, or a folder's entries (and, with `tree`, every file below it)."
+    if tree and p.is_dir():
         for q in p.rglob("*"):
             if q.is_file(): _fsync(q)
     try:
@@ -152,7 +153,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _fsync(path.parent)
+        _fsync(path.parent, tree=False)  # the rename itself, not the neighbours' files
     finally:
         if tmp.exists() or tmp.is_symlink():
             (shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir()

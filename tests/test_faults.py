@@ -575,3 +575,21 @@ def test_a_corrupt_cached_artefact_is_rebuilt_or_named(tmp_path, default_cache, 
         check(r, error_problems(r, " " + argv[0] if argv[0] != "tokenizer" else r" tokenizer( \w+)?", (1, 2),
                                 (rebuild_cmd,), strict=False))
     assert not list(d.rglob(f"*{TMP_MARK}*")), "temporary files left behind"
+
+
+def test_atomic_write_flushes_only_what_it_wrote(tmp_path, monkeypatch):
+    """`atomic_write` flushes the file it wrote and the folder's entry for it, never the neighbours: an output in
+    a busy folder such as /tmp must not walk (or trip over) everything else in it."""
+    from llm_from_scratch import core
+    neighbour = tmp_path / "other" / "deep"
+    neighbour.mkdir(parents=True)
+    (neighbour / "file.bin").write_bytes(b"x")
+    flushed = []
+    real = core._fsync
+    def spy(p, tree=True):
+        flushed.append(Path(p))
+        return real(p, tree)
+    monkeypatch.setattr(core, "_fsync", spy)
+    core.atomic_write(tmp_path / "out.txt", "hello")
+    assert (tmp_path / "out.txt").read_text() == "hello"
+    assert not [p for p in flushed if "other" in p.parts], flushed
