@@ -290,6 +290,7 @@ def test_quarto_yml_is_a_valid_book_project():
     assert cfg["execute"]["enabled"] is False
     spec = book.read_spec(ROOT)
     assert spec.chapters[0] == Path("nbs/index.ipynb")
+    assert spec.chapters[1] == Path("nbs/00_primer.ipynb")
     assert Path("nbs/00_core.ipynb") in spec.appendices and Path("nbs/14_book.ipynb") in spec.appendices
     nbs = sorted(p.relative_to(ROOT) for p in (ROOT / "nbs").glob("*.ipynb"))
     assert sorted(spec.all_chapters) == nbs, "every notebook is a chapter of the book, and every chapter a notebook"
