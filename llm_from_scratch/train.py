@@ -299,7 +299,8 @@ def draw_training_loop(cfg: TrainConfig, block_size: int, ax=None):
             ha="center", fontsize=7.5, color="C0")
     arrow((6.2, 1.7 - h / 2), (6.2, 0.3 + h / 2), colour="C3")    # not finite
     arrow((3.7, 1.7 - h / 2), (3.7, 0.3 + h / 2), ls="--")        # every k steps
-    ax.text(1.32, 2.45, f"next step ({cfg.max_steps} in all)", va="center", fontsize=7.5)
+    ax.text(1.32, 2.45, f"next step ({cfg.max_steps} in all)", va="center",
+            fontsize=7.5)
     ax.set_xlim(0, 9.9); ax.set_ylim(-0.2, 4.5); ax.axis("off")
     return ax.figure
 
