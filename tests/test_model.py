@@ -149,3 +149,14 @@ def test_exercise_post_norm_block():
             for p in ours.parameters(): p.add_(0.1 * torch.randn_like(p))
             got, want = ours(x), reference(ours, norm_first)(x, src_mask=mask, is_causal=True)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_from_pretrained_gpt2_reads_a_local_folder(tmp_path):
+    "A folder in Hugging Face's layout loads without a network, the same model that was saved."
+    from llm_from_scratch.hf import from_pretrained_gpt2
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    save_hf_gpt2(m, tmp_path)
+    back = from_pretrained_gpt2(tmp_path).eval()
+    idx = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad(): assert torch.equal(m(idx), back(idx))
