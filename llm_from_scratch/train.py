@@ -1,4 +1,4 @@
-"""The next-token loss, AdamW written out and checked against PyTorch's, warmup and cosine decay, clipping, accumulation, checkpoints that resume bit for bit, a command line, and a first real model trained on the book's corpus.
+"""A training loop in twenty lines, then each part of a real one: the next-token loss, AdamW written out and checked against PyTorch's, warmup and cosine decay, clipping, accumulation, checkpoints that resume bit for bit, a command line, and a first real model trained on the book's corpus.
 
 Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/pretraining.html.md"""
 
