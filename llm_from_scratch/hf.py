@@ -128,9 +128,11 @@ def load_hf_gpt2(directory: str | Path) -> GPT:
     cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
     return gpt_from_hf_state_dict(load_file(str(directory / "model.safetensors")), cfg)
 
-def from_pretrained_gpt2(name: str = "gpt2") -> GPT:
+def from_pretrained_gpt2(name: str | Path = "gpt2") -> GPT:
     """OpenAI's GPT-2 (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) from the Hugging
-    Face hub, as our GPT. Needs a network."""
+    Face hub, as our GPT (needs a network); a local folder in Hugging Face's layout
+    (`config.json` + `model.safetensors`) loads from disk."""
+    if Path(name).is_dir(): return load_hf_gpt2(name)
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:

@@ -1,4 +1,4 @@
-"""The next-token loss, AdamW written out and checked against PyTorch's, warmup and cosine decay, clipping, accumulation, checkpoints that resume bit for bit, a command line, and a first real model trained on the book's corpus.
+"""A training loop in twenty lines, then each part of a real one: the next-token loss, AdamW written out and checked against PyTorch's, warmup and cosine decay, clipping, accumulation, checkpoints that resume bit for bit, a command line, and a first real model trained on the book's corpus.
 
 Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/pretraining.html.md"""
 
@@ -30,7 +30,7 @@ from .dataloader import random_batch
 from .model import GPT, GPTConfig
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'CH6_TEST_RUN', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'chapter6_model', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
+__all__ = ['OPTIMIZERS', 'CONFIG_SECTIONS', 'PRESETS', 'CH6_TEST_RUN', 'lm_loss', 'perplexity', 'AdamW', 'param_groups', 'lr_at', 'clip_grad_norm_', 'resolve_dtype', 'autocast', 'TrainConfig', 'TrainData', 'evaluate', 'draw_training_loop', 'NonFiniteLossError', 'data_identity', 'read_metrics', 'make_optimizer', 'run_folder', 'check_data', 'train', 'default_data', 'char_data', 'load_data', 'plot_metrics', 'read_config_file', 'default_preset', 'preset_configs', 'chapter6_model', 'sequence_nll', 'bits_per_byte', 'weights_digest', 'heldout_bpb', 'compressor_bpb', 'orthogonalize', 'Muon']
 
 # %% ../nbs/06_pretraining.ipynb #1101722f
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor,
@@ -252,6 +252,57 @@ def evaluate(model: nn.Module, tokens: Any, batch_size: int, block_size: int,
     finally:
         model.train(was_training)
     return total / n_batches
+
+# %% ../nbs/06_pretraining.ipynb #2ca4baa0
+def draw_training_loop(cfg: TrainConfig, block_size: int, ax=None):
+    """Draw the loop that `train` runs for `cfg` (batch, forward, loss, backward, clip,
+    check, step, schedule; evaluation and checkpoints every k steps)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+    if ax is None: _, ax = plt.subplots(figsize=(6.5, 3.1))
+    w, h = 2.0, 0.8
+    clip = f"clip: norm ≤ {cfg.grad_clip:g}" if cfg.grad_clip else "gradient norm"
+    boxes = {  # name: (x, y, text, colour)
+        "batch": (1.2, 3.2, f"random batch\n{cfg.batch_size} × {block_size} tokens",
+                  "#cfe2f3"),
+        "fwd": (3.7, 3.2, "forward\n(autocast)", "#d9ead3"),
+        "loss": (6.2, 3.2, "lm_loss", "#d9ead3"),
+        "bwd": (8.7, 3.2, f"backward\nloss / {cfg.grad_accum}", "#d9ead3"),
+        "clip": (8.7, 1.7, clip, "#fff2cc"),
+        "check": (6.2, 1.7, "loss and norm\nfinite?", "#fff2cc"),
+        "opt": (3.7, 1.7, f"{cfg.optimizer} step\nzero_grad", "#f4cccc"),
+        "lr": (1.2, 1.7, f"lr of next step\nwarmup {cfg.warmup_steps}, cosine",
+               "#f4cccc"),
+        "stop": (6.2, 0.3, "not finite:\nstop the run", "#eeeeee"),
+        "every": (2.45, 0.3, f"every {cfg.eval_interval} steps: validation loss\n"
+                  f"every {cfg.ckpt_interval} steps: checkpoint; always: log",
+                  "#eeeeee")}
+    for name, (x, y, text, colour) in boxes.items():
+        bw = 4.5 if name == "every" else w
+        ax.add_patch(FancyBboxPatch((x - bw / 2, y - h / 2), bw, h,
+                                    boxstyle="round,pad=0.02,rounding_size=0.12",
+                                    fc=colour, ec="0.3", lw=0.8))
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
+    def arrow(p, q, style="-|>", ls="-", rad=0.0, colour="0.2"):
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle=style, mutation_scale=9, lw=0.9,
+                                     ls=ls, color=colour,
+                                     connectionstyle=f"arc3,rad={rad}"))
+    for a, b in (("batch", "fwd"), ("fwd", "loss"), ("loss", "bwd")):
+        arrow((boxes[a][0] + w / 2, 3.2), (boxes[b][0] - w / 2, 3.2))
+    for a, b in (("clip", "check"), ("check", "opt"), ("opt", "lr")):
+        arrow((boxes[a][0] - w / 2, 1.7), (boxes[b][0] + w / 2, 1.7))
+    arrow((8.7, 3.2 - h / 2), (8.7, 1.7 + h / 2))                 # backward -> clip
+    arrow((1.2, 1.7 + h / 2), (1.2, 3.2 - h / 2))                 # next step
+    arrow((8.7, 3.2 + h / 2), (1.2, 3.2 + h / 2), rad=0.12, ls="--", colour="C0")
+    ax.text(4.95, 4.2, f"grad_accum = {cfg.grad_accum}: repeat per micro-batch, "
+            "gradients add up",
+            ha="center", fontsize=7.5, color="C0")
+    arrow((6.2, 1.7 - h / 2), (6.2, 0.3 + h / 2), colour="C3")    # not finite
+    arrow((3.7, 1.7 - h / 2), (3.7, 0.3 + h / 2), ls="--")        # every k steps
+    ax.text(1.32, 2.45, f"next step ({cfg.max_steps} in all)", va="center",
+            fontsize=7.5)
+    ax.set_xlim(0, 9.9); ax.set_ylim(-0.2, 4.5); ax.axis("off")
+    return ax.figure
 
 # %% ../nbs/06_pretraining.ipynb #8476c14e
 class NonFiniteLossError(FloatingPointError):

@@ -112,3 +112,51 @@ def test_bad_config_messages():
         GPTConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="block_size"):
         GPT(GPTConfig(**TINY))(torch.zeros(1, 25, dtype=torch.long))
+
+
+def test_exercise_post_norm_block():
+    "Exercise 1 of chapter 5: a post-norm block, and our pre-norm Block, checked against torch.nn.TransformerEncoderLayer."
+    from llm_from_scratch.model import MLP, Block, CausalSelfAttention
+
+    class PostNormBlock(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.attn, self.norm1 = CausalSelfAttention(cfg), LayerNorm(cfg.n_embd, cfg.norm_eps)
+            self.mlp, self.norm2 = MLP(cfg), LayerNorm(cfg.n_embd, cfg.norm_eps)
+
+        def forward(self, x):
+            x = self.norm1(x + self.attn(x))
+            return self.norm2(x + self.mlp(x))
+
+    def reference(ours, norm_first):
+        d = ours.attn.d_model
+        ref = torch.nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, activation=lambda t: F.gelu(t, approximate="tanh"),
+                                               batch_first=True, norm_first=norm_first).eval()
+        with torch.no_grad():
+            ref.self_attn.in_proj_weight.copy_(ours.attn.qkv.weight); ref.self_attn.in_proj_bias.copy_(ours.attn.qkv.bias)
+            ref.self_attn.out_proj.weight.copy_(ours.attn.proj.weight); ref.self_attn.out_proj.bias.copy_(ours.attn.proj.bias)
+            for mine, theirs in ((ours.mlp.fc, ref.linear1), (ours.mlp.proj, ref.linear2), (ours.norm1, ref.norm1),
+                                 (ours.norm2, ref.norm2)):
+                theirs.weight.copy_(mine.weight); theirs.bias.copy_(mine.bias)
+        return ref
+
+    cfg = GPTConfig(n_embd=32, n_head=4, block_size=16)
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 32)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(16)
+    for ours, norm_first in ((PostNormBlock(cfg).eval(), False), (Block(cfg).eval(), True)):
+        with torch.no_grad():   # non-trivial norm gains and biases, so that every tensor counts
+            for p in ours.parameters(): p.add_(0.1 * torch.randn_like(p))
+            got, want = ours(x), reference(ours, norm_first)(x, src_mask=mask, is_causal=True)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_from_pretrained_gpt2_reads_a_local_folder(tmp_path):
+    "A folder in Hugging Face's layout loads without a network, the same model that was saved."
+    from llm_from_scratch.hf import from_pretrained_gpt2
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    save_hf_gpt2(m, tmp_path)
+    back = from_pretrained_gpt2(tmp_path).eval()
+    idx = torch.randint(0, 50257, (2, 16))
+    with torch.no_grad(): assert torch.equal(m(idx), back(idx))

@@ -202,3 +202,26 @@ def test_yaml_config_and_flag_override(tmp_path):
     assert (tmp_path / "run" / "loss.png").exists()
     (tmp_path / "bad.yaml").write_text("model: {n_layers: 2}\n")
     assert main(["--config", str(tmp_path / "bad.yaml"), "--data", f"char:{corpus}", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_exercise_coupled_weight_decay():
+    "Exercise 1 of chapter 6: Adam with weight decay added to the gradient, checked against torch.optim.Adam."
+    import math
+
+    class CoupledAdam(AdamW):
+        @staticmethod
+        def _update(p, m, v, t, lr, b1, b2, eps, wd):
+            g = p.grad + wd * p                                  # decay enters the gradient
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / math.sqrt(1 - b2 ** t)).add_(eps)
+            p.addcdiv_(m, denom, value=-lr / (1 - b1 ** t))
+
+    hp = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
+    ours, _ = _run_opt(lambda groups: CoupledAdam(groups, foreach=False, **hp), 20)
+    ref, _ = _run_opt(lambda groups: torch.optim.Adam(groups, **hp), 20)
+    decoupled, _ = _run_opt(lambda groups: AdamW(groups, **hp), 20)
+    gap = max((a - b).abs().max().item() for a, b in zip(ours.parameters(), ref.parameters()))
+    assert gap < 1e-6, gap
+    # and it is a different optimiser from AdamW
+    assert max((a - b).abs().max().item() for a, b in zip(ours.parameters(), decoupled.parameters())) > 1e-5
