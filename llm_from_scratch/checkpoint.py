@@ -49,7 +49,7 @@ def set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically (chapter 0's `atomic_write`: a temporary file,
+    """Write `state` to `path` atomically (Appendix A's `atomic_write`: a temporary file,
     flushed, renamed over `path`)."""
     try: return atomic_write(path, lambda f: torch.save(state, f))
     # torch's writer reports a full disk as a RuntimeError: say what it is

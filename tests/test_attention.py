@@ -168,3 +168,46 @@ def test_plot_attention_figure():
     assert len([a for a in fig.axes if a.images]) == 3
     import matplotlib.pyplot as plt
     plt.close(fig)
+
+
+# --- exercises of chapter 4 -------------------------------------------------------------------------------------------
+def test_exercise_mha_einsum():
+    "Exercise 1 of chapter 4: multi-head attention with einsum, checked against nn.MultiheadAttention."
+    def mha_einsum(x, w_in, b_in, w_out, b_out, n_heads, causal):
+        B, T, C = x.shape
+        hd = C // n_heads
+        w = w_in.view(3, n_heads, hd, C)                          # (q/k/v, head, hd, C)
+        q, k, v = (torch.einsum("btc,hdc->bhtd", x, w[i]) + b_in.view(3, n_heads, 1, hd)[i]
+                   for i in range(3))
+        scores = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(hd)
+        if causal:
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        y = torch.einsum("bhts,bhsd->bhtd", scores.softmax(-1), v)
+        return torch.einsum("bhtd,ohd->bto", y, w_out.view(C, n_heads, hd)) + b_out
+    torch.manual_seed(0)
+    for causal in (False, True):
+        ref = nn.MultiheadAttention(24, 3, batch_first=True).eval()
+        with torch.no_grad():
+            ref.in_proj_bias.normal_(); ref.out_proj.bias.normal_()
+            x = torch.randn(2, 9, 24)
+            mask = torch.ones(9, 9, dtype=torch.bool).triu(1) if causal else None
+            expected, _ = ref(x, x, x, attn_mask=mask, need_weights=False)
+            ours = mha_einsum(x, ref.in_proj_weight, ref.in_proj_bias, ref.out_proj.weight,
+                              ref.out_proj.bias, 3, causal)
+        assert (ours - expected).abs().max() < 1e-5, causal
+
+
+def test_exercise_local_attention():
+    "Exercise 2 of chapter 4: a sliding-window mask, checked against F.scaled_dot_product_attention query by query."
+    def local_mask(T: int, w: int) -> torch.Tensor:
+        t, s = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        return (s <= t) & (s > t - w)
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 13, 8).unbind(0)
+    for w in (1, 3, 13, 20):
+        ours, weights = attention(q, k, v, attn_mask=local_mask(13, w))
+        for t in range(13):
+            lo = max(0, t - w + 1)
+            ref = F.scaled_dot_product_attention(q[..., t:t + 1, :], k[..., lo:t + 1, :], v[..., lo:t + 1, :])
+            assert (ours[..., t:t + 1, :] - ref).abs().max() < 1e-6, (w, t)
+        assert ((weights > 0).sum(-1) == torch.clamp(torch.arange(1, 14), max=w)).all()

@@ -374,3 +374,40 @@ def test_default_token_shards_decode_to_the_corpus():
     with redirect_stdout(out), redirect_stderr(io.StringIO()):
         assert main(["shards", "--split", "val", "--quiet"]) == 0
     assert out.getvalue().startswith("val: TokenShards(")
+
+
+# --- exercises of chapter 3 -------------------------------------------------------------------------------------------
+def test_exercise_plain_shards(tmp_path):
+    "Exercise 1 of chapter 3: a plain sharder in NumPy, checked byte for byte against write_shards' files."
+    def plain_shards(texts, encode, eot_id, out_dir, shard_tokens):
+        out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+        ids = np.concatenate([np.r_[np.asarray(encode(t), dtype=np.int64), eot_id] for t in texts])
+        ids = ids.astype(np.uint16)
+        files = []
+        for i, start in enumerate(range(0, len(ids), shard_tokens)):
+            f = out_dir / f"shard_{i:05d}.bin"
+            ids[start:start + shard_tokens].tofile(f)
+            files.append(f)
+        return files
+    texts = [f"document {i}: " + "word " * (i % 17) for i in range(60)]
+    ours = plain_shards(texts, enc, EOT, tmp_path / "plain", 100)
+    ref = write_shards(texts, enc, EOT, tmp_path / "ref", shard_tokens=100, progress=False)
+    theirs = sorted(ref.glob("shard_*.bin"))
+    assert [f.name for f in ours] == [f.name for f in theirs]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(ours, theirs))
+    back = np.memmap(ours[0], dtype=np.uint16, mode="r")
+    assert np.array_equal(back, TokenShards(ref)[:100])
+
+
+def test_exercise_unfold_windows():
+    "Exercise 2 of chapter 3: all windows at once with Tensor.unfold, checked against SlidingWindowDataset."
+    def unfold_windows(tokens: torch.Tensor, block_size: int, stride: int):
+        w = tokens.unfold(0, block_size + 1, stride)              # a view: (n_windows, block_size + 1)
+        return w[:, :-1].long(), w[:, 1:].long()
+    stream = np.random.default_rng(0).integers(0, 257, 1000).astype(np.uint16)
+    for block, stride in [(8, 8), (8, 3), (31, 40), (999, 1)]:
+        x, y = unfold_windows(torch.from_numpy(stream.astype(np.int64)), block, stride)
+        ds = SlidingWindowDataset(stream, block, stride)
+        assert len(x) == len(ds)
+        for i in range(len(ds)):
+            assert torch.equal(x[i], ds[i][0]) and torch.equal(y[i], ds[i][1])
