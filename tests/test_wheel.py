@@ -29,10 +29,11 @@ def test_wheel_installs_and_trains_in_a_clean_venv(tmp_path):
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
     py, llmfs = venv / "bin" / "python", venv / "bin" / "llmfs"
-    r = run(py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert run(py, "-c", "import nbdev").returncode != 0, "the book tooling must be an extra, not a dependency"
+    # a clean environment: with PYTHONPATH on a checkout that holds an .egg-info, pip would think the package installed
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    r = run(py, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert run(py, "-c", "import nbdev", env=env).returncode != 0, "the book tooling must be an extra, not a dependency"
     env.update(LLMFS_CACHE=str(tmp_path / "cache"), LLMFS_SCALE="test", OMP_NUM_THREADS="1")
     r = run(llmfs, "info", env=env, cwd=tmp_path)
     assert r.returncode == 0 and "scale:" in r.stdout, r.stderr
