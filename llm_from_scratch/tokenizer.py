@@ -9,29 +9,35 @@ from __future__ import annotations
 
 import base64
 import bisect
+import hashlib
 import heapq
 import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import warnings
 from collections import Counter, defaultdict, deque
 from collections.abc import Collection, Iterable, Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Literal
+from unittest import mock
 
 import regex as re
 import tiktoken
+import tiktoken_ext.openai_public
 
 from fastcore.basics import patch
 
-from .core import (UserError, at_scale, atomic_write, cached,
-                                   project_root)
+from .core import UserError, at_scale, atomic_write, cached
 
 # %% auto #0
-__all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'get_stats', 'merge', 'count_pretokens', 'train_bpe_naive',
-           'train_bpe', 'Tokenizer', 'BPETokenizer', 'bytes_to_unicode', 'GPT2Tokenizer', 'find_gpt2_files',
-           'default_vocab_size', 'default_tokenizer', 'bytes_per_token']
+__all__ = ['GPT2_SPLIT_PATTERN', 'GPT4_SPLIT_PATTERN', 'EOT', 'GPT2_ASSETS', 'GPT2_URL', 'get_stats', 'merge', 'count_pretokens',
+           'train_bpe_naive', 'train_bpe', 'Tokenizer', 'BPETokenizer', 'bytes_to_unicode', 'GPT2Tokenizer',
+           'gpt2_files', 'tiktoken_gpt2', 'find_gpt2_files', 'default_vocab_size', 'default_tokenizer',
+           'bytes_per_token']
 
 # %% ../nbs/02_tokenizer.ipynb #540f61ad
 def get_stats(ids: Sequence[int], counts: dict[tuple[int, int], int] | None = None,
@@ -723,10 +729,12 @@ def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None,
 class GPT2Tokenizer(BPETokenizer):
     "GPT-2's tokenizer, loaded from its published `encoder.json` and `vocab.bpe` files."
     @classmethod
-    def from_files(cls, encoder_json: str | Path,
-                   vocab_bpe: str | Path) -> GPT2Tokenizer:
+    def from_files(cls, encoder_json: str | Path | None = None,
+                   vocab_bpe: str | Path | None = None) -> GPT2Tokenizer:
         """Build GPT-2's tokenizer from `encoder.json` (token -> id) and `vocab.bpe`
-        (merges, in order)."""
+        (merges, in order); by default the copies shipped with the package."""
+        if encoder_json is None or vocab_bpe is None:
+            encoder_json, vocab_bpe = gpt2_files()
         encoder: dict[str, int] = json.loads(
             Path(encoder_json).read_text(encoding="utf-8"))
         lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
@@ -756,24 +764,43 @@ class GPT2Tokenizer(BPETokenizer):
                 f"e.g. {mismatch[:3]}")
         return tok
 
-def find_gpt2_files(*dirs: str | Path) -> tuple[Path, Path] | None:
-    """Paths of GPT-2's `(encoder.json, vocab.bpe)`, or None. Looks in `dirs`,
-    `$TIKTOKEN_CACHE_DIR` and `../shared/tiktoken_cache`
-    next to the project, under their own names or under the names tiktoken's cache gives
-    them; never downloads."""
-    cands = [Path(d) for d in dirs]
-    if os.environ.get("TIKTOKEN_CACHE_DIR"):
-        cands.append(Path(os.environ["TIKTOKEN_CACHE_DIR"]))
-    if (root := project_root()) is not None:
-        cands.append(root.parent / "shared" / "tiktoken_cache")
-    # tiktoken caches a file under the SHA-1 of its URL:
+# package data: found wherever the package is installed
+GPT2_ASSETS = Path(resources.files("llm_from_scratch")) / "assets" / "gpt2"
+
+def gpt2_files() -> tuple[Path, Path]:
+    """Paths of GPT-2's `(encoder.json, vocab.bpe)` as shipped with the package (with
+    OpenAI's licence beside them)."""
+    return GPT2_ASSETS / "encoder.json", GPT2_ASSETS / "vocab.bpe"
+
+# %% ../nbs/02_tokenizer.ipynb #5ddd319d
+GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+
+def tiktoken_gpt2(encoder_json: str | Path | None = None,
+                  vocab_bpe: str | Path | None = None) -> tiktoken.Encoding:
+    """tiktoken's own `gpt2` encoding, built offline from the given files (default:
+    the packaged ones) instead of downloading them."""
+    if encoder_json is None or vocab_bpe is None:
+        encoder_json, vocab_bpe = gpt2_files()
+    with tempfile.TemporaryDirectory() as cache:
+        # tiktoken caches a download under the SHA-1 of its URL
+        for f, name in ((encoder_json, "encoder.json"), (vocab_bpe, "vocab.bpe")):
+            key = hashlib.sha1((GPT2_URL + name).encode()).hexdigest()
+            shutil.copyfile(f, Path(cache) / key)
+        with mock.patch.dict(os.environ, TIKTOKEN_CACHE_DIR=cache):
+            # the constructor behind tiktoken.get_encoding("gpt2"); it checks the
+            # files' SHA-256 against the hashes tiktoken knows
+            return tiktoken.Encoding(**tiktoken_ext.openai_public.gpt2())
+
+def find_gpt2_files(*dirs: str | Path) -> tuple[Path, Path]:
+    """GPT-2's `(encoder.json, vocab.bpe)`: the first of `dirs` that holds them (under
+    their own names or tiktoken's cache names), else the packaged copies."""
     names = [("encoder.json", "vocab.bpe"),
-             ("6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
-              "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")]
-    for d in cands:
+             (hashlib.sha1((GPT2_URL + "encoder.json").encode()).hexdigest(),
+              hashlib.sha1((GPT2_URL + "vocab.bpe").encode()).hexdigest())]
+    for d in map(Path, dirs):
         for e, v in names:
             if (d / e).is_file() and (d / v).is_file(): return d / e, d / v
-    return None
+    return gpt2_files()
 
 # %% ../nbs/02_tokenizer.ipynb #e4542eed
 def default_vocab_size() -> int:

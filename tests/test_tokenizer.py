@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import os
 import sysconfig
 import warnings
 from collections import Counter
@@ -42,12 +41,8 @@ def tok2() -> BPETokenizer:
 
 @pytest.fixture(scope="module")
 def gpt2():
-    files = T.find_gpt2_files()
-    if files is None:
-        pytest.skip("GPT-2's encoder.json / vocab.bpe not found (looked in $TIKTOKEN_CACHE_DIR and ../shared/tiktoken_cache)")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(files[0].parent)   # so tiktoken.get_encoding reads its cache, never downloads
-    import tiktoken
-    return GPT2Tokenizer.from_files(*files), tiktoken.get_encoding("gpt2")
+    "GPT-2's tokenizer from the packaged files, and tiktoken's gpt2 encoding built offline from the same files."
+    return GPT2Tokenizer.from_files(), T.tiktoken_gpt2()
 
 
 # text with special tokens mixed in, and a few characters that stress the patterns
@@ -462,3 +457,62 @@ def test_cli(tmp_path, monkeypatch, capsys):
     fails(["encode", str(tmp_path / "latin1.txt"), "--tokenizer", str(tmp_path / "t2.json")], 1, "not UTF-8")
     fails(["train", str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "t3.json")], 1, "not UTF-8")
     assert not (tmp_path / "t3.json").exists()
+
+
+# --- GPT-2's packaged files ---------------------------------------------------------------------------------------------
+
+def test_gpt2_files_are_packaged_and_genuine():
+    "The packaged files are OpenAI's (the SHA-256 hashes tiktoken checks), with the licence, and found without ../shared."
+    import hashlib
+    enc, bpe = T.gpt2_files()
+    assert hashlib.sha256(bpe.read_bytes()).hexdigest() == "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+    assert hashlib.sha256(enc.read_bytes()).hexdigest() == "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+    assert (enc.parent / "LICENSE").read_text(encoding="utf-8").startswith("Modified MIT License")
+    assert T.find_gpt2_files() == (enc, bpe) and T.find_gpt2_files("/nonexistent") == (enc, bpe)
+
+
+def test_find_gpt2_files_prefers_given_folders(tmp_path):
+    import shutil
+    enc, bpe = T.gpt2_files()
+    shutil.copy(enc, tmp_path / "encoder.json"); shutil.copy(bpe, tmp_path / "vocab.bpe")
+    assert T.find_gpt2_files(tmp_path) == (tmp_path / "encoder.json", tmp_path / "vocab.bpe")
+
+
+# --- exercises -----------------------------------------------------------------------------------------------------------
+
+def rank_bpe(ranks: dict[bytes, int], piece: bytes) -> list[int]:
+    "BPE by ranks alone: join the adjacent pair whose concatenation has the lowest rank, until none is a token."
+    parts = [bytes([b]) for b in piece]
+    while len(parts) > 1:
+        i = min(range(len(parts) - 1), key=lambda i: ranks.get(parts[i] + parts[i + 1], float("inf")))
+        if parts[i] + parts[i + 1] not in ranks: break
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return [ranks[p] for p in parts]
+
+
+def test_exercise_rank_bpe():
+    """Exercise 1 of chapter 2: encoding by ranks alone, on GPT-2's ranks read by tiktoken's loader, with tiktoken's own
+    pattern, gives exactly tiktoken's gpt2 ids."""
+    import regex
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    enc, bpe = T.gpt2_files()
+    ranks = data_gym_to_mergeable_bpe_ranks(str(bpe), str(enc))
+    official = T.tiktoken_gpt2()
+    pat = regex.compile(official._pat_str)
+    for text in [HELD_OUT[:60_000], "déjà vu 🐍 I'LL see    you\n\n\t 12345", "a" * 200]:
+        ids = [i for piece in pat.findall(text) for i in rank_bpe(ranks, piece.encode("utf-8"))]
+        assert ids == official.encode_ordinary(text)
+
+
+def test_exercise_gpt2_tiktoken_file(gpt2, tmp_path):
+    """Exercise 2 of chapter 2: GPT-2 saved as a .tiktoken file is what tiktoken's loader reads as gpt2's ranks, and the
+    merges recovered from the ranks are the lines of vocab.bpe."""
+    from tiktoken.load import load_tiktoken_bpe
+    ours, official = gpt2
+    path = ours.save(tmp_path / "gpt2.tiktoken")
+    assert load_tiktoken_bpe(str(path)) == official._mergeable_ranks
+    again = BPETokenizer.load(path, pattern=GPT2_SPLIT_PATTERN, special_tokens=[EOT])
+    _, bpe = T.gpt2_files()
+    lines = [l for l in bpe.read_text(encoding="utf-8").split("\n")[1:] if l]
+    assert [f"{T._readable(again.vocab[a])} {T._readable(again.vocab[b])}" for a, b in again.merges] == lines
+    assert again.encode(HELD_OUT) == official.encode(HELD_OUT)
