@@ -37,9 +37,8 @@ def attention_loop(q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tens
 def causal_mask(T: int, S: int | None = None,
                 device: torch.device | str | None = None) -> Tensor:
     """Boolean `(T, S)` mask, `True` where query `t` may attend to key `s`. With `S > T`
-    keys (a cache of earlier
-    tokens) the queries are the last `T` positions: query `t` sees keys `0 .. S - T +
-    t`."""
+    keys (a cache of earlier tokens) the queries are the last `T` positions: query `t`
+    sees keys `0 .. S - T + t`."""
     S = T if S is None else S
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
@@ -58,9 +57,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
               is_causal: bool = False, dropout_p: float = 0.0,
               scale: float | None = None) -> tuple[Tensor, Tensor]:
     """Scaled dot-product attention as explicit matrix products: returns `(output,
-    weights)`.
-    Same conventions as `F.scaled_dot_product_attention`: bool `attn_mask` is True where
-    allowed, a float one is added."""
+    weights)`. Same conventions as `F.scaled_dot_product_attention`: bool `attn_mask` is
+    True where allowed, a float one is added."""
     T, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale                       # (..., T, S)
@@ -81,11 +79,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
 # %% ../nbs/04_attention.ipynb #b6f23f28
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention: `forward(x, attn_mask=None)` maps `(B, T, d_model)` to
-    `(B, T, d_model)`.
-    `attn_mask` (bool, True = may attend; or float, added to scores) broadcasts to `(B,
-    n_heads, T, T)` and is
-    combined with the causal mask when `causal`. `fused` uses
-    `F.scaled_dot_product_attention`, else the explicit
+    `(B, T, d_model)`. `attn_mask` (bool, True = may attend; or float, added to scores)
+    broadcasts to `(B, n_heads, T, T)` and is combined with the causal mask when
+    `causal`. `fused` uses `F.scaled_dot_product_attention`, else the explicit
     `attention`. Subclasses may override `heads` to transform queries and keys (e.g.
     rotary positions)."""
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0,
@@ -164,8 +160,8 @@ def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str],
                    ncols: int | None = None, cmap: str = "viridis", size: float = 3.6,
                    max_tokens: int = 64):
     """Heatmaps of attention `weights` (`(T, T)` or `(heads, T, T)`; rows are queries,
-    columns keys) labelled with
-    `tokens` (spaces drawn as ␣); returns the matplotlib Figure."""
+    columns keys) labelled with `tokens` (spaces drawn as ␣); returns the matplotlib
+    Figure."""
     import matplotlib.pyplot as plt
     w = (weights.detach().float().cpu().numpy() if isinstance(weights, Tensor)
          else np.asarray(weights, dtype=float))
@@ -207,11 +203,10 @@ def plot_attention(weights: Tensor | np.ndarray, tokens: Sequence[str],
 @contextmanager
 def capture_attention(model: nn.Module) -> Iterator[list[Tensor]]:
     """Within the block, each forward pass of `model` appends the `(B, heads, T, T)`
-    attention weights (before dropout)
-    of every attention layer, in call order, to the yielded list. Recognised layers:
-    `MultiHeadAttention` and its
-    subclasses (through their `heads` method), and other modules with a `qkv` nn.Linear
-    and `n_head`/`n_heads`."""
+    attention weights (before dropout) of every attention layer, in call order, to the
+    yielded list. Recognised layers: `MultiHeadAttention` and its subclasses (through
+    their `heads` method), and other modules with a `qkv` nn.Linear and
+    `n_head`/`n_heads`."""
     layers = [m for m in model.modules() if isinstance(m, MultiHeadAttention)
               or (isinstance(getattr(m, "qkv", None), nn.Linear)
                   and (hasattr(m, "n_head") or hasattr(m, "n_heads")))]

@@ -60,9 +60,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` without executing any pickled code
-    (weights_only=True).
-    A pickle that would run code raises `pickle.UnpicklingError`; a damaged or foreign
-    file a `ValueError` naming it."""
+    (weights_only=True). A pickle that would run code raises `pickle.UnpicklingError`; a
+    damaged or foreign file a `ValueError` naming it."""
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: state = torch.load(path, map_location="cpu", weights_only=True)

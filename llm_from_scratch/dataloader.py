@@ -69,12 +69,10 @@ def write_shards(texts: Iterable[str], encode: Callable[[str], Sequence[int]],
                  progress: bool = True, total: int | None = None,
                  desc: str = "tokenising") -> Path:
     """Tokenise `texts` with `encode` into shards of `shard_tokens` ids under `out_dir`,
-    each document followed by `eot_id`.
-    Ids are stored as uint16 when `vocab_size` (default `eot_id + 1`) allows, else
-    uint32. Resumable: rerunning
-    with the same arguments after an interruption skips the finished shards. The
-    manifest records each shard's
-    token count, largest id and sha256, which `TokenShards` checks. Returns
+    each document followed by `eot_id`. Ids are stored as uint16 when `vocab_size`
+    (default `eot_id + 1`) allows, else uint32. Resumable: rerunning with the same
+    arguments after an interruption skips the finished shards. The manifest records each
+    shard's token count, largest id and sha256, which `TokenShards` checks. Returns
     `out_dir`."""
     if (isinstance(shard_tokens, bool)
             or not isinstance(shard_tokens, (int, np.integer)) or shard_tokens < 1):
@@ -202,9 +200,8 @@ def _shard_damage(path: Path, man: dict, checksums: bool = True) -> str | None:
 
 def shards_damage(path: str | Path, checksums: bool = True) -> str | None:
     """What is wrong with a finished shard folder, or None when it is intact: a missing
-    or damaged manifest, an
-    unfinished folder, a shard missing, of the wrong size, or (with `checksums`) not
-    matching its sha256."""
+    or damaged manifest, an unfinished folder, a shard missing, of the wrong size, or
+    (with `checksums`) not matching its sha256."""
     path = Path(path)
     try: man = _read_manifest(path)
     except (UserError, ValueError) as e: return str(e)
@@ -214,9 +211,8 @@ def shards_damage(path: str | Path, checksums: bool = True) -> str | None:
 
 class TokenShards:
     """A folder written by `write_shards`, read through memory maps as one sequence of
-    token ids. Opening it checks
-    every shard against the manifest: its size always, its sha256 too unless
-    `verify=False`."""
+    token ids. Opening it checks every shard against the manifest: its size always, its
+    sha256 too unless `verify=False`."""
     def __init__(self, path: str | Path, verify: bool = True):
         self.path = Path(path)
         man = _read_manifest(self.path)
@@ -306,9 +302,8 @@ def _plain_encoder(tok) -> Callable[[str], list[int]]:
 def default_token_shards(split: str = "train", rebuild: bool = False,
                          progress: bool = True) -> Path:
     """Chapter 1's corpus `split` tokenised by chapter 2's default tokenizer, as a shard
-    folder in the artefact cache,
-    keyed by the tokenizer's fingerprint and the corpus file's sha256. A cached folder
-    found damaged is written again."""
+    folder in the artefact cache, keyed by the tokenizer's fingerprint and the corpus
+    file's sha256. A cached folder found damaged is written again."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     from llm_from_scratch.tokenizer import default_tokenizer
     tok = default_tokenizer()
@@ -413,11 +408,9 @@ def sinusoidal_positions(n_positions: int, d_model: int,
 
 class TokenPositionEmbedding(nn.Module):
     """Token embedding `tok` plus positions, then dropout. `positions`: 'learned' (a
-    table `pos`, as in GPT-2),
-    'sinusoidal' (fixed, as in the original transformer) or 'none' (tokens only: rotary
-    positions act inside attention).
-    The tables keep `nn.Embedding`'s own initialisation; a model that wants another
-    applies it itself."""
+    table `pos`, as in GPT-2), 'sinusoidal' (fixed, as in the original transformer) or
+    'none' (tokens only: rotary positions act inside attention). The tables keep
+    `nn.Embedding`'s own initialisation; a model that wants another applies it itself."""
     POSITIONS = ("learned", "sinusoidal", "none")
 
     def __init__(self, vocab_size: int, d_model: int, block_size: int,

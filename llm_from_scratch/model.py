@@ -180,9 +180,8 @@ class Rotary(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: int | torch.Tensor = 0) -> torch.Tensor:
         """Rotate `x` as if its T tokens sat at positions offset .. offset + T - 1; or,
-        when `offset` is a (B, T)
-        tensor, at those positions, row by row (chapter 9's KV cache and left-padded
-        batches need both)."""
+        when `offset` is a (B, T) tensor, at those positions, row by row (chapter 9's KV
+        cache and left-padded batches need both)."""
         T, n = x.shape[-2], self.cos.shape[0]
         if isinstance(offset, torch.Tensor):
             if offset.numel() and int(offset.max()) >= n:
@@ -219,9 +218,8 @@ class CausalSelfAttention(MultiHeadAttention):
     def heads(self, x: torch.Tensor, positions: int
               | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values (B, H, T, head_dim) for input (B, T, C), with
-        QK-norm and RoPE applied; RoPE
-        rotates by `positions` (the first position, or a (B, T) tensor of them: see
-        `Rotary`)."""
+        QK-norm and RoPE applied; RoPE rotates by `positions` (the first position, or a
+        (B, T) tensor of them: see `Rotary`)."""
         q, k, v = (self.split_heads(t) for t in self.qkv(x).split(self.d_model, dim=2))
         if self.q_norm is not None: q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:

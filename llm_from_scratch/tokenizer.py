@@ -403,10 +403,9 @@ def _disallowed_error(s: str) -> ValueError:
 def _split_specials(tok: BPETokenizer, text: str, allowed: set[str],
                     disallowed: set[str]) -> list[str | int]:
     """Cut `text` at its special tokens into pieces of ordinary text and ids of allowed
-    special tokens. Special tokens
-    are found left to right, the longest one winning where several start at the same
-    place; a disallowed one raises,
-    any other stays ordinary text."""
+    special tokens. Special tokens are found left to right, the longest one winning
+    where several start at the same place; a disallowed one raises, any other stays
+    ordinary text."""
     if not isinstance(text, str):
         raise TypeError(f"expected text as str, got {type(text).__name__}")
     # like tiktoken, any string may be disallowed
@@ -706,9 +705,8 @@ _RETRAIN = "retrain it with 'llmfs tokenizer train' or pass another --tokenizer"
 def load(cls: BPETokenizer, path: str | Path, pattern: str | None = None,
          special_tokens: Iterable[str] | dict[str, int] | None = None) -> BPETokenizer:
     """Load a tokenizer saved by `save` (JSON), or a `.tiktoken` rank file (then give
-    `pattern` and `special_tokens`).
-    A missing, truncated or corrupt file, or one in another format, raises a `UserError`
-    that names it."""
+    `pattern` and `special_tokens`). A missing, truncated or corrupt file, or one in
+    another format, raises a `UserError` that names it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no tokenizer file at {path}",
@@ -777,8 +775,8 @@ GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 
 def tiktoken_gpt2(encoder_json: str | Path | None = None,
                   vocab_bpe: str | Path | None = None) -> tiktoken.Encoding:
-    """tiktoken's own `gpt2` encoding, built offline from the given files (default:
-    the packaged ones) instead of downloading them."""
+    """tiktoken's own `gpt2` encoding, built offline from the given files (default: the
+    packaged ones) instead of downloading them."""
     if encoder_json is None or vocab_bpe is None:
         encoder_json, vocab_bpe = gpt2_files()
     with tempfile.TemporaryDirectory() as cache:

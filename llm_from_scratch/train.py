@@ -338,8 +338,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def run_folder(prefix: str, model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData,
                root: str | Path | None = None) -> Path:
     """A run's folder: `prefix` and a hash of everything that fixes the run, so a rerun
-    finds it; under `root`, by default
-    the artefact cache's `runs/`."""
+    finds it; under `root`, by default the artefact cache's `runs/`."""
     key = json.dumps([CKPT_FORMAT, model_cfg.to_dict(), cfg.to_dict(), data.name])
     name = f"{prefix}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     return Path(root) / name if root is not None else cache_dir("runs", name)
@@ -359,15 +358,12 @@ def train(model_cfg: GPTConfig, cfg: TrainConfig, data: TrainData, out_dir: str 
           stop_after: int | None = None, model: GPT | None = None,
           log_every: float = 10.0) -> dict[str, Any]:
     """Train `GPT(model_cfg)` (or `model`) on `data`, resuming from `out_dir/ckpt.pt` if
-    it exists.
-    The run holds a lock on `out_dir`: a second run in the same folder is refused.
-    `progress`: True (a bar in a terminal,
-    a line every `log_every` seconds in a log, one summary line in a notebook), False,
-    or a `Progress` mode.
-    `stop_after`: return right after that step without a final checkpoint, as if the run
-    had been killed.
-    Returns a summary: steps, last train and val loss, training tokens/s (evaluation
-    excluded), seconds, the model, the run folder."""
+    it exists. The run holds a lock on `out_dir`: a second run in the same folder is
+    refused. `progress`: True (a bar in a terminal, a line every `log_every` seconds in
+    a log, one summary line in a notebook), False, or a `Progress` mode. `stop_after`:
+    return right after that step without a final checkpoint, as if the run had been
+    killed. Returns a summary: steps, last train and val loss, training tokens/s
+    (evaluation excluded), seconds, the model, the run folder."""
     if model_cfg.vocab_size < data.vocab_size:
         raise UserError(
             f"model vocab_size={model_cfg.vocab_size} is smaller than the data's "
@@ -659,8 +655,8 @@ CH6_TEST_RUN = dict(max_steps=40, warmup_steps=5, eval_interval=20, ckpt_interva
 
 def chapter6_model(progress: bool | str = False) -> GPT:
     """This chapter's trained model in evaluation mode (the `small` preset; at test
-    scale `tiny` for a few steps),
-    from the cache: later chapters compare against it without training it again."""
+    scale `tiny` for a few steps), from the cache: later chapters compare against it
+    without training it again."""
     data = default_data()
     m, t = preset_configs(at_scale("tiny", "small"), data.vocab_size,
                           train=at_scale(CH6_TEST_RUN, {}))
@@ -675,9 +671,8 @@ def sequence_nll(model: nn.Module, ids: Any, block_size: int, stride: int | None
                  batch_size: int = 64, device: torch.device
                  | str = "cpu") -> tuple[float, int]:
     """Total negative log-likelihood (nats) of `ids[1:]`, each token predicted from the
-    ones before it, in windows of
-    `block_size` tokens that advance by `stride` (default half a block); returns (nats,
-    tokens scored)."""
+    ones before it, in windows of `block_size` tokens that advance by `stride` (default
+    half a block); returns (nats, tokens scored)."""
     # a copy: shards are read-only maps
     ids = torch.from_numpy(np.asarray(ids).astype(np.int64))
     n, T = len(ids), block_size
@@ -724,9 +719,8 @@ def weights_digest(model: nn.Module) -> str:
 
 def heldout_bpb(model: GPT, batch_size: int = 64) -> dict[str, float]:
     """Bits per byte of `model` on the book's held-out split (chapter 1's val split
-    concatenated, chapter 3's tokens), in windows
-    of the model's block advancing by half a block. Cached by the weights and the split,
-    so each model is scored once."""
+    concatenated, chapter 3's tokens), in windows of the model's block advancing by half
+    a block. Cached by the weights and the split, so each model is scored once."""
     from llm_from_scratch.data import corpus_checksum, iter_texts
     name = f"scores/heldout-{weights_digest(model)[:16]}-{corpus_checksum('val')[:12]}.json"
     def build(tmp: Path) -> None:
