@@ -7,45 +7,28 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/data.html.md"""
 # %% ../nbs/01_data.ipynb #67471c9e
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import ipaddress
 import itertools
-import json
 import os
 import re
-import shlex
 import sys
 import sysconfig
 import tokenize
 import unicodedata
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .core import (UserError, at_scale, atomic_path, atomic_write,
-                                   cache_dir, cached)
+from .core import UserError, at_scale
 
 # %% auto #0
-__all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'NORMAL_FORMS', 'MERSENNE_31', 'SPLITS',
-           'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents',
-           'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download',
-           'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind',
-           'corpus_documents', 'html_to_text', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate',
-           'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii',
-           'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability',
-           'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel',
-           'curate', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus',
-           'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
+__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate', 'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel', 'curate', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'html_to_text', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
@@ -109,239 +92,6 @@ def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = Non
         total += p.stat().st_size
         yield Document(f"stdlib:{rel}", text, "stdlib", {"path": rel, "format": "py"})
 
-# %% ../nbs/01_data.ipynb #966d19ad
-FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html",
-                  ".htm": "html", ".jsonl": "jsonl"}
-
-def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Stream `(line number, object)` pairs from a JSON Lines file; blank lines are
-    skipped, bad JSON is a clear error."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{path}:{i}: not valid JSON ({e.msg}); JSONL files hold one JSON "
-                    f"object per line") from e
-            if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
-            yield i, obj
-
-def folder_files(path: str | Path) -> list[Path]:
-    """The corpus files under folder `path`, sorted by relative path: the
-    `FOLDER_FORMATS`, without hidden files and
-    folders (`.git`, temporary files) and without the artefact cache when it lies inside
-    `path`."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise UserError(f"{root} is not a folder",
-                         f"give the path of a folder of "
-                        f"{', '.join(sorted(FOLDER_FORMATS))} files")
-    cache = cache_dir(create=False).parent.expanduser().resolve()
-    def wanted(p: Path) -> bool:
-        rel = p.relative_to(root)
-        return (p.suffix.lower() in FOLDER_FORMATS
-                and not any(s.startswith(".") for s in rel.parts) and p.is_file()
-                and not p.resolve().is_relative_to(cache))
-    return sorted(filter(wanted, root.rglob("*")),
-                  key=lambda p: p.relative_to(root).as_posix())
-
-def folder_documents(path: str | Path, source: str = "folder", text_field: str = "text",
-                     id_field: str = "id",
-                     encoding: str = "utf-8") -> Iterator[Document]:
-    """Stream the `.txt`, `.md`, `.html` and `.jsonl` files under `path` (sorted) as
-    `Document`s; JSONL gives one per record."""
-    root = Path(path).expanduser()
-    for p in folder_files(root):
-        rel, fmt = p.relative_to(root).as_posix(), FOLDER_FORMATS[p.suffix.lower()]
-        if fmt != "jsonl":
-            yield Document(f"{source}:{rel}", p.read_text(
-                encoding=encoding, errors="replace"), source,
-                           {"path": rel, "format": fmt})
-            continue
-        for i, obj in jsonl_records(p):
-            if not isinstance(obj.get(text_field), str):
-                raise ValueError(
-                    f"{p}:{i}: record has no string field {text_field!r} (fields: "
-                    f"{sorted(obj)}); " f"pass text_field= the field that holds the "
-                    f"text")
-            rid = str(obj[id_field]) if id_field in obj else f"{rel}:{i}"
-            meta = {"path": rel, "line": i, "format": str(obj.get("format", "txt"))}
-            yield Document(f"{source}:{rid}", obj[text_field], source, meta)
-
-# %% ../nbs/01_data.ipynb #67332b83
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-class ChecksumError(ValueError):
-    "A downloaded file's sha256 is not the expected one."
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    "Hex sha256 of a file, read in chunks."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk): h.update(block)
-    return h.hexdigest()
-
-def download(url: str, sha256: str, name: str | None = None,
-             opener: Callable[..., Any] = urllib.request.urlopen,
-             timeout: float = 60.0) -> Path:
-    """Fetch `url` once into the cache (`downloads/name`), streaming to disk, and check
-    its sha256; later calls reuse the file."""
-    sha256 = sha256.lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    name = (name or Path(urllib.parse.urlparse(url).path).name
-            or hashlib.sha256(url.encode()).hexdigest()[:16])
-    def build(tmp: Path) -> None:
-        h = hashlib.sha256()
-        with opener(url, timeout=timeout) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20): h.update(block); f.write(block)
-        if h.hexdigest() != sha256:
-            raise ChecksumError(
-                f"sha256 of {url} is {h.hexdigest()}, expected {sha256}: the file "
-                f"changed upstream or " f"the transfer was corrupted, so it was not "
-                f"cached. Check the URL and the expected "
-                f"checksum.")
-    def check(p: Path) -> str | None:  # a cached file damaged since: fetch it again
-        return (None if sha256_file(p) == sha256
-                else "its sha256 differs from the expected one")
-    return cached(f"downloads/{name}", build, check=check, redo="fetching it again")
-
-def chunk_text(text: str, max_chars: int = 4000) -> list[str]:
-    """Cut a long text into pieces of at most about `max_chars`, at blank lines
-    (paragraphs) where possible."""
-    if max_chars <= 0: raise ValueError(f"max_chars must be positive, got {max_chars}")
-    pieces, cur, n = [], [], 0
-    for para in re.split(r"(?<=\n)\n+", text):
-        if cur and n + len(para) > max_chars:
-            pieces.append("\n".join(cur)); cur, n = [], 0
-        cur.append(para); n += len(para) + 1
-    if cur: pieces.append("\n".join(cur))
-    return [p for p in pieces if p.strip()]
-
-def text_file_documents(path: str | Path, source: str,
-                        max_chars: int = 4000) -> Iterator[Document]:
-    """One long text file as numbered documents of about `max_chars` (so that it can be
-    split by document)."""
-    for i, piece in enumerate(chunk_text(Path(path).read_text(encoding="utf-8"),
-                                         max_chars)):
-        yield Document(f"{source}:{i:05d}", piece, source,
-                       {"format": "txt", "chunk": i})
-
-def shakespeare_documents(max_chars: int = 4000) -> Iterator[Document]:
-    """Tiny Shakespeare (downloaded once, checksum verified) in chunks of about
-    `max_chars` characters."""
-    try:
-        path = download(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_SHA256,
-                        "tinyshakespeare.txt")
-    except urllib.error.URLError as e:
-        raise OSError(
-            f"could not download Tiny Shakespeare ({e.reason}). Offline, seed the "
-            f"cache from a local copy: " f"download('file:///path/to/input.txt', "
-            f"TINY_SHAKESPEARE_SHA256, "
-            f"'tinyshakespeare.txt')") from e
-    yield from text_file_documents(path, "shakespeare", max_chars)
-
-# %% ../nbs/01_data.ipynb #9eadd4cd
-def hf_documents(path: str, name: str | None = None, split: str = "train",
-                 text_field: str = "text",
-                 id_field: str | None = None, streaming: bool = True,
-                 **kwargs: Any) -> Iterator[Document]:
-    """Stream a Hugging Face dataset (`datasets.load_dataset(path, name, split=...)`) as
-    `Document`s; needs `datasets`."""
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(
-            "hf_documents needs the Hugging Face `datasets` package: `pip install "
-            "datasets` "
-            "(and a network connection or a local copy of the dataset)") from e
-    ds = datasets.load_dataset(path, name, split=split, streaming=streaming, **kwargs)
-    for i, row in enumerate(ds):
-        if not isinstance(row.get(text_field), str):
-            raise ValueError(
-                f"record {i} of {path} has no string field {text_field!r} (fields: "
-                f"{sorted(row)}); " f"pass text_field= the field that holds the text")
-        rid = row[id_field] if id_field else i
-        yield Document(f"hf:{path}:{rid}", row[text_field], f"hf:{path}",
-                       {"format": "txt"})
-
-# %% ../nbs/01_data.ipynb #bdddcdb2
-def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Document]:
-    """Pass documents through until `max_bytes` of text have gone by (the document that
-    crosses the limit is included)."""
-    total = 0
-    for d in docs:
-        if max_bytes is not None and total >= max_bytes: return
-        total += d.nbytes
-        yield d
-
-def source_kind(source: str) -> str:
-    """What a source name names: 'stdlib', 'shakespeare', 'hf' (a Hugging Face dataset)
-    or 'folder'; else a `UserError`."""
-    if source in ("stdlib", "shakespeare"): return source
-    if source.startswith("hf:") and len(source) > 3: return "hf"
-    if Path(source).expanduser().is_dir(): return "folder"
-    raise UserError(
-        f"unknown corpus source {source!r}: it is not 'stdlib', 'shakespeare', "
-        f"'hf:NAME' or an existing folder",
-        "use one of those names or the path of a folder of text files", code=2)
-
-def corpus_documents(source: str = "stdlib",
-                     max_bytes: int | None = None) -> Iterator[Document]:
-    """The raw documents of a named source: 'stdlib', 'shakespeare', 'hf:NAME' or a path
-    to a local folder."""
-    kind = source_kind(source)
-    if kind == "stdlib": return stdlib_documents(max_bytes)
-    if kind == "shakespeare": return limit_bytes(shakespeare_documents(), max_bytes)
-    if kind == "hf": return limit_bytes(hf_documents(source[3:]), max_bytes)
-    return limit_bytes(folder_documents(source), max_bytes)
-
-# %% ../nbs/01_data.ipynb #86ffeac4
-class _TextExtractor(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
-            "aside", "form", "button"}
-    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
-             "section", "article", "header", "main", "pre", "blockquote", "hr",
-             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = self.pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP: self.skip += 1
-        if tag == "pre": self.pre += 1
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
-        if tag == "pre": self.pre = max(0, self.pre - 1)
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip: return
-        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
-        if not self.pre:
-            data = re.sub(r"[ \t\n\r\f]+", " ", data)
-            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
-        if data: self.parts.append(data)
-
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
-    on their own lines, entities decoded."""
-    p = _TextExtractor()
-    p.feed(html); p.close()
-    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
-
 # %% ../nbs/01_data.ipynb #c660dffb
 NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
@@ -353,10 +103,8 @@ def normalize_unicode(text: str, form: str = "NFC") -> str:
     return unicodedata.normalize(form, text.removeprefix("\ufeff"))
 
 # %% ../nbs/01_data.ipynb #bee6702a
-_LICENCE = re.compile(
-    r"copyright|licen[cs]e|all rights reserved|permission is hereby "
-    r"granted|warranty|\(c\)|spdx",
-                      re.IGNORECASE)
+_LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved|warranty|\(c\)|spdx"
+                      r"|permission is hereby granted", re.IGNORECASE)
 _BOILERPLATE_LINE = re.compile(
     r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
     r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
@@ -402,23 +150,22 @@ _DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
 def quality_signals(text: str) -> dict[str, float]:
     """Document statistics behind the quality rules: words, mean word length,
     digit/symbol/letter ratios, repetition."""
-    words = text.split()
-    nonspace = max(1, sum(map(len, words)))
-    seen: set[str] = set()
-    lines = [l.strip() for l in text.split("\n")]
-    long_lines = [l for l in lines if len(l) >= 8]
+    words, lines = text.split(), [l.strip() for l in text.split("\n")]
+    nonspace, nwords, nchars = max(1, sum(map(len, words))), max(1, len(words)), max(
+        1, len(text))
+    long_lines, seen = [l for l in lines if len(l) >= 8], set()
     dup = dup_chars = 0
-    for l in long_lines:
+    for l in long_lines:              # a line of 8+ characters seen before is a repeat
         if l in seen: dup += 1; dup_chars += len(l)
         else: seen.add(l)
-    return {"words": len(words), "mean_word_len": sum(map(len, words)) / len(words)
-            if words else 0.0, "digit_ratio": (len(text) - len(_DIGIT.sub("", text)))
-            / nonspace, "symbol_ratio": (len(text) - len(_SYMBOL.sub("", text)))
-            / nonspace, "alpha_word_frac": sum(1 for w in words if _LETTER.search(w))
-            / max(1, len(words)), "dup_line_frac": dup / max(1, len(long_lines)),
-            "dup_char_frac": dup_chars / max(1, len(text)),
-            "long_line_frac": sum(len(l) for l in lines if len(l) > 1000)
-            / max(1, len(text)),}
+    return {"words": len(words),
+            "mean_word_len": sum(map(len, words)) / nwords,
+            "digit_ratio": len(_DIGIT.findall(text)) / nonspace,
+            "symbol_ratio": len(_SYMBOL.findall(text)) / nonspace,
+            "alpha_word_frac": sum(1 for w in words if _LETTER.search(w)) / nwords,
+            "dup_line_frac": dup / max(1, len(long_lines)),
+            "dup_char_frac": dup_chars / nchars,
+            "long_line_frac": sum(len(l) for l in lines if len(l) > 1000) / nchars}
 
 @dataclass
 class QualityRules:
@@ -437,16 +184,17 @@ class QualityRules:
 def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
     "The quality rules `text` breaks, as short reasons (empty: keep it)."
     r, s = rules or QualityRules(), quality_signals(text)
-    checks = [("too few words", s["words"] < r.min_words),
-              ("too many words", s["words"] > r.max_words),
-              ("mean word length", not r.min_mean_word_len <= s["mean_word_len"]
-               <= r.max_mean_word_len), ("digit ratio",
-                                         s["digit_ratio"] > r.max_digit_ratio),
-              ("symbol ratio", s["symbol_ratio"] > r.max_symbol_ratio),
-              ("few alphabetic words", s["alpha_word_frac"] < r.min_alpha_word_frac),
-              ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac
-               or s["dup_char_frac"] > r.max_dup_char_frac),
-              ("long lines", s["long_line_frac"] > r.max_long_line_frac)]
+    checks = [
+        ("too few words", s["words"] < r.min_words),
+        ("too many words", s["words"] > r.max_words),
+        ("mean word length",
+         not r.min_mean_word_len <= s["mean_word_len"] <= r.max_mean_word_len),
+        ("digit ratio", s["digit_ratio"] > r.max_digit_ratio),
+        ("symbol ratio", s["symbol_ratio"] > r.max_symbol_ratio),
+        ("few alphabetic words", s["alpha_word_frac"] < r.min_alpha_word_frac),
+        ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac
+         or s["dup_char_frac"] > r.max_dup_char_frac),
+        ("long lines", s["long_line_frac"] > r.max_long_line_frac)]
     return [name for name, bad in checks if bad]
 
 # %% ../nbs/01_data.ipynb #38434cb7
@@ -655,9 +403,8 @@ def default_steps(form: str = "NFC", rules: QualityRules | None = None,
     """The curation steps in order, as (name, step); a fresh list (with fresh dedup
     state) on every call."""
     def boilerplate(doc: Document) -> Document | str:
-        return _text_step(lambda t: strip_boilerplate(t,
-                                                      doc.meta.get("format", "txt")))(
-                doc)
+        fmt = doc.meta.get("format", "txt")
+        return _text_step(lambda t: strip_boilerplate(t, fmt))(doc)
     def quality(doc: Document) -> Document | str:
         bad = quality_issues(doc.text, rules)
         return f"quality: {', '.join(bad)}" if bad else doc
@@ -724,7 +471,258 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/01_data.ipynb #312fa747
+# %% ../nbs/16_sources.ipynb #a2f7e81f
+import contextlib
+import hashlib
+import json
+import re
+import shlex
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .core import (UserError, at_scale, atomic_path, atomic_write,
+                                   cache_dir, cached)
+
+# %% ../nbs/16_sources.ipynb #86ffeac4
+class _TextExtractor(HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
+            "aside", "form", "button"}
+    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
+             "section", "article", "header", "main", "pre", "blockquote", "hr",
+             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP: self.skip += 1
+        if tag == "pre": self.pre += 1
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
+        if tag == "pre": self.pre = max(0, self.pre - 1)
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip: return
+        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
+        if not self.pre:
+            data = re.sub(r"[ \t\n\r\f]+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
+        if data: self.parts.append(data)
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
+    on their own lines, entities decoded."""
+    p = _TextExtractor()
+    p.feed(html); p.close()
+    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+# %% ../nbs/16_sources.ipynb #966d19ad
+FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html",
+                  ".htm": "html", ".jsonl": "jsonl"}
+
+def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Stream `(line number, object)` pairs from a JSON Lines file; blank lines are
+    skipped, bad JSON is a clear error."""
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip(): continue
+            try: obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{path}:{i}: not valid JSON ({e.msg}); JSONL files hold one JSON "
+                    f"object per line") from e
+            if not isinstance(obj, dict):
+                raise ValueError(
+                    f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            yield i, obj
+
+def folder_files(path: str | Path) -> list[Path]:
+    """The corpus files under folder `path`, sorted by relative path: the
+    `FOLDER_FORMATS`, without hidden files and
+    folders (`.git`, temporary files) and without the artefact cache when it lies inside
+    `path`."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder",
+                         f"give the path of a folder of "
+                        f"{', '.join(sorted(FOLDER_FORMATS))} files")
+    cache = cache_dir(create=False).parent.expanduser().resolve()
+    def wanted(p: Path) -> bool:
+        rel = p.relative_to(root)
+        return (p.suffix.lower() in FOLDER_FORMATS
+                and not any(s.startswith(".") for s in rel.parts) and p.is_file()
+                and not p.resolve().is_relative_to(cache))
+    return sorted(filter(wanted, root.rglob("*")),
+                  key=lambda p: p.relative_to(root).as_posix())
+
+def folder_documents(path: str | Path, source: str = "folder", text_field: str = "text",
+                     id_field: str = "id",
+                     encoding: str = "utf-8") -> Iterator[Document]:
+    """Stream the `.txt`, `.md`, `.html` and `.jsonl` files under `path` (sorted) as
+    `Document`s; JSONL gives one per record."""
+    root = Path(path).expanduser()
+    for p in folder_files(root):
+        rel, fmt = p.relative_to(root).as_posix(), FOLDER_FORMATS[p.suffix.lower()]
+        if fmt != "jsonl":
+            yield Document(f"{source}:{rel}", p.read_text(
+                encoding=encoding, errors="replace"), source,
+                           {"path": rel, "format": fmt})
+            continue
+        for i, obj in jsonl_records(p):
+            if not isinstance(obj.get(text_field), str):
+                raise ValueError(
+                    f"{p}:{i}: record has no string field {text_field!r} (fields: "
+                    f"{sorted(obj)}); " f"pass text_field= the field that holds the "
+                    f"text")
+            rid = str(obj[id_field]) if id_field in obj else f"{rel}:{i}"
+            meta = {"path": rel, "line": i, "format": str(obj.get("format", "txt"))}
+            yield Document(f"{source}:{rid}", obj[text_field], source, meta)
+
+# %% ../nbs/16_sources.ipynb #67332b83
+TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+class ChecksumError(ValueError):
+    "A downloaded file's sha256 is not the expected one."
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    "Hex sha256 of a file, read in chunks."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk): h.update(block)
+    return h.hexdigest()
+
+def download(url: str, sha256: str, name: str | None = None,
+             opener: Callable[..., Any] = urllib.request.urlopen,
+             timeout: float = 60.0) -> Path:
+    """Fetch `url` once into the cache (`downloads/name`), streaming to disk, and check
+    its sha256; later calls reuse the file."""
+    sha256 = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
+    name = (name or Path(urllib.parse.urlparse(url).path).name
+            or hashlib.sha256(url.encode()).hexdigest()[:16])
+    def build(tmp: Path) -> None:
+        h = hashlib.sha256()
+        with opener(url, timeout=timeout) as r, open(tmp, "wb") as f:
+            while block := r.read(1 << 20): h.update(block); f.write(block)
+        if h.hexdigest() != sha256:
+            raise ChecksumError(
+                f"sha256 of {url} is {h.hexdigest()}, expected {sha256}: the file "
+                f"changed upstream or " f"the transfer was corrupted, so it was not "
+                f"cached. Check the URL and the expected "
+                f"checksum.")
+    def check(p: Path) -> str | None:  # a cached file damaged since: fetch it again
+        return (None if sha256_file(p) == sha256
+                else "its sha256 differs from the expected one")
+    return cached(f"downloads/{name}", build, check=check, redo="fetching it again")
+
+def chunk_text(text: str, max_chars: int = 4000) -> list[str]:
+    """Cut a long text into pieces of at most about `max_chars`, at blank lines
+    (paragraphs) where possible."""
+    if max_chars <= 0: raise ValueError(f"max_chars must be positive, got {max_chars}")
+    pieces, cur, n = [], [], 0
+    for para in re.split(r"(?<=\n)\n+", text):
+        if cur and n + len(para) > max_chars:
+            pieces.append("\n".join(cur)); cur, n = [], 0
+        cur.append(para); n += len(para) + 1
+    if cur: pieces.append("\n".join(cur))
+    return [p for p in pieces if p.strip()]
+
+def text_file_documents(path: str | Path, source: str,
+                        max_chars: int = 4000) -> Iterator[Document]:
+    """One long text file as numbered documents of about `max_chars` (so that it can be
+    split by document)."""
+    for i, piece in enumerate(chunk_text(Path(path).read_text(encoding="utf-8"),
+                                         max_chars)):
+        yield Document(f"{source}:{i:05d}", piece, source,
+                       {"format": "txt", "chunk": i})
+
+def shakespeare_documents(max_chars: int = 4000) -> Iterator[Document]:
+    """Tiny Shakespeare (downloaded once, checksum verified) in chunks of about
+    `max_chars` characters."""
+    try:
+        path = download(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_SHA256,
+                        "tinyshakespeare.txt")
+    except urllib.error.URLError as e:
+        raise OSError(
+            f"could not download Tiny Shakespeare ({e.reason}). Offline, seed the "
+            f"cache from a local copy: " f"download('file:///path/to/input.txt', "
+            f"TINY_SHAKESPEARE_SHA256, "
+            f"'tinyshakespeare.txt')") from e
+    yield from text_file_documents(path, "shakespeare", max_chars)
+
+# %% ../nbs/16_sources.ipynb #9eadd4cd
+def hf_documents(path: str, name: str | None = None, split: str = "train",
+                 text_field: str = "text",
+                 id_field: str | None = None, streaming: bool = True,
+                 **kwargs: Any) -> Iterator[Document]:
+    """Stream a Hugging Face dataset (`datasets.load_dataset(path, name, split=...)`) as
+    `Document`s; needs `datasets`."""
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(
+            "hf_documents needs the Hugging Face `datasets` package: `pip install "
+            "datasets` "
+            "(and a network connection or a local copy of the dataset)") from e
+    ds = datasets.load_dataset(path, name, split=split, streaming=streaming, **kwargs)
+    for i, row in enumerate(ds):
+        if not isinstance(row.get(text_field), str):
+            raise ValueError(
+                f"record {i} of {path} has no string field {text_field!r} (fields: "
+                f"{sorted(row)}); " f"pass text_field= the field that holds the text")
+        rid = row[id_field] if id_field else i
+        yield Document(f"hf:{path}:{rid}", row[text_field], f"hf:{path}",
+                       {"format": "txt"})
+
+# %% ../nbs/16_sources.ipynb #bdddcdb2
+def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Document]:
+    """Pass documents through until `max_bytes` of text have gone by (the document that
+    crosses the limit is included)."""
+    total = 0
+    for d in docs:
+        if max_bytes is not None and total >= max_bytes: return
+        total += d.nbytes
+        yield d
+
+def source_kind(source: str) -> str:
+    """What a source name names: 'stdlib', 'shakespeare', 'hf' (a Hugging Face dataset)
+    or 'folder'; else a `UserError`."""
+    if source in ("stdlib", "shakespeare"): return source
+    if source.startswith("hf:") and len(source) > 3: return "hf"
+    if Path(source).expanduser().is_dir(): return "folder"
+    raise UserError(
+        f"unknown corpus source {source!r}: it is not 'stdlib', 'shakespeare', "
+        f"'hf:NAME' or an existing folder",
+        "use one of those names or the path of a folder of text files", code=2)
+
+def corpus_documents(source: str = "stdlib",
+                     max_bytes: int | None = None) -> Iterator[Document]:
+    """The raw documents of a named source: 'stdlib', 'shakespeare', 'hf:NAME' or a path
+    to a local folder."""
+    kind = source_kind(source)
+    if kind == "stdlib": return stdlib_documents(max_bytes)
+    if kind == "shakespeare": return limit_bytes(shakespeare_documents(), max_bytes)
+    if kind == "hf": return limit_bytes(hf_documents(source[3:]), max_bytes)
+    return limit_bytes(folder_documents(source), max_bytes)
+
+# %% ../nbs/16_sources.ipynb #312fa747
 def default_max_bytes(source: str = "stdlib") -> int | None:
     """Raw bytes read from `source` at the current scale: a few MB at test scale,
     everything at book scale."""
