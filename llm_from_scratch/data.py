@@ -49,23 +49,20 @@ class Document:
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 def stdlib_root() -> Path:
-    """The folder of the running interpreter's standard library (from `sysconfig`, else
-    where `os` lives)."""
+    "The folder of the running interpreter's standard library."
     p = sysconfig.get_paths().get("stdlib")
     root = Path(p) if p else Path(os.__file__).parent
     return root if (root / "os.py").is_file() else Path(os.__file__).parent
 
 def read_python_source(path: str | Path) -> str:
-    """Decode a `.py` file as the interpreter does: its PEP 263 coding cookie, else
-    UTF-8; bad bytes become U+FFFD."""
+    "Decode a `.py` file as Python does: by its PEP 263 coding line, else as UTF-8."
     data = Path(path).read_bytes()
     try: enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except (SyntaxError, LookupError): enc = "utf-8"
     return data.decode(enc, errors="replace")
 
 def stdlib_files(root: str | Path | None = None) -> list[Path]:
-    """All `.py` files under the standard library (or `root`), third-party packages
-    excluded, sorted by relative path."""
+    "The `.py` files of the standard library, third-party packages excluded, sorted."
     root = Path(root) if root is not None else stdlib_root()
     files = [p for p in root.rglob("*.py") if p.is_file()
              and not _SKIP_DIRS & set(p.relative_to(root).parts)]
@@ -73,24 +70,21 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
 
 def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
                      prefix: str = "") -> Iterator[Document]:
-    """The standard library's `.py` files (under `prefix`) as `Document`s in sorted path
-    order; stop after `max_bytes` of source."""
+    """The standard library's `.py` files (under `prefix`) as `Document`s in path order,
+    until `max_bytes` of source have been read."""
     if max_bytes is not None and max_bytes <= 0:
-        raise ValueError(
-            f"max_bytes must be positive (or None for everything), got {max_bytes}")
+        raise ValueError(f"max_bytes must be positive (or None), got {max_bytes}")
     root = Path(root) if root is not None else stdlib_root()
-    files = stdlib_files(root)
-    if not files:
-        raise UserError(f"no .py files under {root}",
-                        "pass root= the folder of a Python standard library")
+    if not (files := stdlib_files(root)):
+        raise UserError(f"no .py files under {root}", "pass root= a standard library")
     total = 0
     for p in files:
         if max_bytes is not None and total >= max_bytes: return
         rel = p.relative_to(root).as_posix()
         if not rel.startswith(prefix): continue
-        text = read_python_source(p)
         total += p.stat().st_size
-        yield Document(f"stdlib:{rel}", text, "stdlib", {"path": rel, "format": "py"})
+        yield Document(f"stdlib:{rel}", read_python_source(p), "stdlib",
+                       {"path": rel, "format": "py"})
 
 # %% ../nbs/01_data.ipynb #c660dffb
 NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
@@ -471,7 +465,7 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/16_sources.ipynb #a2f7e81f
+# %% ../nbs/16_sources.ipynb #bc48483e
 import contextlib
 import hashlib
 import json
