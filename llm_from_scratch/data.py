@@ -465,7 +465,7 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/16_sources.ipynb #bc48483e
+# %% ../nbs/16_sources.ipynb #33edb177
 import contextlib
 import hashlib
 import json
@@ -546,10 +546,8 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield i, obj
 
 def folder_files(path: str | Path) -> list[Path]:
-    """The corpus files under folder `path`, sorted by relative path: the
-    `FOLDER_FORMATS`, without hidden files and
-    folders (`.git`, temporary files) and without the artefact cache when it lies inside
-    `path`."""
+    """The corpus files under folder `path`, sorted: the `FOLDER_FORMATS`, without hidden
+    files and folders (`.git`) and without the artefact cache if it lies inside."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a folder",
@@ -747,6 +745,7 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             raise ValueError(f"{path}:{i}: record lacks field {e}; "
                              "expected id, text, source, meta") from e
 
+# %% ../nbs/16_sources.ipynb #5a464dcd
 def folder_fingerprint(path: str | Path) -> str:
     """A short hash of the corpus files under folder `path`: each one's relative path,
     size, and change times (in ns)."""
@@ -774,6 +773,7 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     else: tag = re.sub(r"[^\w.-]+", "_", source)
     return f"data/{tag}-{size}-v2"
 
+# %% ../nbs/16_sources.ipynb #15a18377
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
     """A `UserError` when curation left a split without documents (an empty corpus is
     never cached)."""
@@ -800,10 +800,8 @@ def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) 
 
 def build_corpus(out_dir: str | Path, source: str = "stdlib",
                  max_bytes: int | None = None, progress: bool = False) -> dict:
-    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json, which records
-    each file's size and sha256;
-    return the stats. Each file is written atomically, stats.json last; an empty split
-    is a `UserError`."""
+    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json (each file's size
+    and sha256, written last); return the stats. An empty split is a `UserError`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     funnel, counts = Funnel(max_examples=0), {s: [0, 0] for s in SPLITS}
     sizes, hashes = {s: 0 for s in SPLITS}, {s: hashlib.sha256() for s in SPLITS}
@@ -828,11 +826,11 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib",
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
+# %% ../nbs/16_sources.ipynb #469903c7
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
-    """What is wrong with a curated corpus folder, or None when it is intact: stats.json
-    missing or unreadable, a split
-    file missing, or of another size (or, with `checksums`, another sha256) than
-    stats.json records."""
+    """What is wrong with a curated corpus folder (None when intact): stats.json missing
+    or unreadable, or a split file missing or of another size (or, with `checksums`,
+    another sha256) than stats.json records."""
     path = Path(path); sp = path / "stats.json"
     try: files = json.loads(sp.read_text(encoding="utf-8"))["files"]
     except FileNotFoundError: return f"{sp} is missing"
@@ -857,10 +855,8 @@ def _rebuild_hint(source: str, max_bytes: int | None) -> str:
 
 def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1,
                rebuild: bool = False, progress: bool = False) -> Path:
-    """The cached folder of the curated corpus (built on first use); `max_bytes=-1`
-    means the current scale's default.
-    A cached folder that `corpus_damage` finds damaged is curated again, with a
-    warning."""
+    """The cached folder of the curated corpus (built on first use; `max_bytes=-1`: the
+    scale's default); a damaged one is curated again, with a warning."""
     if max_bytes == -1: max_bytes = default_max_bytes(source)
     name = _corpus_name(source, max_bytes)
     def build(p: Path) -> None: build_corpus(p, source, max_bytes, progress)
