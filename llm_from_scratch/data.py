@@ -465,7 +465,7 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/16_sources.ipynb #811c0c25
+# %% ../nbs/16_sources.ipynb #519dfd5b
 import contextlib
 import hashlib
 import json
@@ -745,7 +745,7 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             raise ValueError(f"{path}:{i}: record lacks field {e}; "
                              "expected id, text, source, meta") from e
 
-# %% ../nbs/16_sources.ipynb #fb69c458
+# %% ../nbs/16_sources.ipynb #39b2ad9e
 def folder_fingerprint(path: str | Path) -> str:
     """A short hash of the corpus files under folder `path`: each one's relative path,
     size, and change times (in ns)."""
@@ -773,7 +773,7 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     else: tag = re.sub(r"[^\w.-]+", "_", source)
     return f"data/{tag}-{size}-v2"
 
-# %% ../nbs/16_sources.ipynb #447d278e
+# %% ../nbs/16_sources.ipynb #c4ba9a7b
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
     """A `UserError` when curation left a split without documents (an empty corpus is
     never cached)."""
@@ -826,7 +826,7 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib",
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
-# %% ../nbs/16_sources.ipynb #f81b3051
+# %% ../nbs/16_sources.ipynb #c7a4b6e4
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
     """What is wrong with a curated corpus folder (None when intact): stats.json missing
     or unreadable, or a split file missing or of another size (or, with `checksums`,
