@@ -33,8 +33,7 @@ __all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Doc
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
 class Document:
-    """One unit of a corpus (a file, a web page, a JSONL record); `id` is stable across
-    runs and machines."""
+    "One unit of a corpus (a file, a page, a record); `id` is stable across runs."
     id: str
     text: str
     source: str = ""
@@ -70,8 +69,7 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
 
 def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
                      prefix: str = "") -> Iterator[Document]:
-    """The standard library's `.py` files (under `prefix`) as `Document`s in path order,
-    until `max_bytes` of source have been read."""
+    "The stdlib's `.py` files under `prefix` as `Document`s, up to `max_bytes`."
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive (or None), got {max_bytes}")
     root = Path(root) if root is not None else stdlib_root()
@@ -90,8 +88,7 @@ def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = Non
 NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
 def normalize_unicode(text: str, form: str = "NFC") -> str:
-    """Unicode normal form `form` of `text` (NFC by default: canonical composition,
-    meaning-preserving), without a leading BOM."""
+    "Unicode normal form `form` of `text` (NFC by default), without a leading BOM."
     if form not in NORMAL_FORMS:
         raise ValueError(f"unknown normal form {form!r}; use one of {NORMAL_FORMS}")
     return unicodedata.normalize(form, text.removeprefix("\ufeff"))
@@ -105,8 +102,7 @@ _BOILERPLATE_LINE = re.compile(
     re.IGNORECASE)
 
 def split_licence_header(text: str) -> tuple[str, str]:
-    """Split off a leading block of `#` comments (shebang and coding line included) that
-    mentions copyright or licence terms."""
+    "Split off a leading block of `#` comments that mentions copyright or licence."
     lines = text.split("\n")
     i = 0
     while (i < len(lines) and (not lines[i].strip()
@@ -117,16 +113,14 @@ def split_licence_header(text: str) -> tuple[str, str]:
     return header, "\n".join(lines[i:])
 
 def strip_boilerplate(text: str, fmt: str = "py") -> str:
-    """Remove boilerplate: the licence header of code (`fmt='py'`), short boilerplate
-    lines (banners, notices) of prose."""
+    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
     if fmt == "py": return split_licence_header(text)[1]
     return "\n".join(l for l in text.split("\n")
                      if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
 
 # %% ../nbs/01_data.ipynb #0e5670c4
 def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
-    """Normalise line ends, drop trailing spaces, cap runs of blank lines at
-    `max_blank_lines`, end with one newline."""
+    "Normalise line ends, drop trailing spaces, cap blank lines, end with one `\\n`."
     text = text.replace("\r\n", "\n").translate(
         {ord("\r"): "\n", ord("\f"): "\n", ord("\v"): "\n"})
     out, blank = [], 0
@@ -142,8 +136,7 @@ _DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
                             re.compile(r"[^\W\d_]"))
 
 def quality_signals(text: str) -> dict[str, float]:
-    """Document statistics behind the quality rules: words, mean word length,
-    digit/symbol/letter ratios, repetition."""
+    "The statistics behind the quality rules: words, ratios, repetition."
     words, lines = text.split(), [l.strip() for l in text.split("\n")]
     nonspace, nwords, nchars = max(1, sum(map(len, words))), max(1, len(words)), max(
         1, len(text))
@@ -205,8 +198,7 @@ def _personal_ip(s: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 def find_pii(text: str) -> list[tuple[str, str]]:
-    """The personal data `mask_pii` would mask, as `(kind, text)` pairs in order of
-    appearance."""
+    "The personal data `mask_pii` would mask, as `(kind, text)` pairs in order."
     found = [(m.start(), "EMAIL", m.group()) for m in _EMAIL.finditer(text)
              if not _RESERVED_DOMAINS.search(m.group())]
     found += [(m.start(), "IP", m.group()) for m in _IPV4.finditer(text)
@@ -214,16 +206,14 @@ def find_pii(text: str) -> list[tuple[str, str]]:
     return [(k, s) for _, k, s in sorted(found)]
 
 def mask_pii(text: str) -> str:
-    """Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>`
-    (documentation and private ones kept)."""
+    "Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>`."
     text = _EMAIL.sub(lambda m: m.group() if _RESERVED_DOMAINS.search(m.group())
                       else "<EMAIL>", text)
     return _IPV4.sub(lambda m: "<IP>" if _personal_ip(m.group()) else m.group(), text)
 
 # %% ../nbs/01_data.ipynb #4080d255
 class ExactDedup:
-    """Callable filter: a `Document` whose text was seen before (same SHA-256) is a
-    duplicate; the first copy is kept."""
+    "Filter: a `Document` whose text (SHA-256) was seen before is a duplicate."
     def __init__(self) -> None: self.seen: dict[bytes, str] = {}
 
     def __call__(self, doc: Document) -> Document | str:
@@ -242,8 +232,7 @@ _TOKEN = re.compile(r"\w+")
 MERSENNE_31 = (1 << 31) - 1
 
 def shingles(text: str, k: int = 5) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the word `k`-grams of `text` (lower-cased `\\w+`
-    tokens); one shingle if fewer words."""
+    "Sorted unique 32-bit hashes of the word `k`-grams of `text`, lower-cased."
     if k < 1: raise ValueError(f"k must be at least 1, got {k}")
     words = _TOKEN.findall(text.lower())
     if not words: return np.zeros(0, dtype=np.uint64)
@@ -257,14 +246,12 @@ def shingles(text: str, k: int = 5) -> np.ndarray:
     return np.unique(h >> np.uint64(32))
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sets given as arrays of unique values (1.0 for
-    two empty sets)."""
+    "Exact Jaccard similarity of two arrays of unique values (1.0 if both empty)."
     union = len(np.union1d(a, b))
     return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
 
 class MinHasher:
-    """MinHash signatures with `num_perm` hash functions h_i(x) = (a_i x + b_i) mod
-    (2^31 - 1), seeded."""
+    "MinHash signatures with `num_perm` hashes h_i(x) = (a_i x + b_i) mod 2^31-1."
     def __init__(self, num_perm: int = 128, seed: int = 0, chunk: int = 2048):
         if num_perm < 1:
             raise ValueError(f"num_perm must be at least 1, got {num_perm}")
@@ -274,8 +261,7 @@ class MinHasher:
         self.b = rng.integers(0, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
 
     def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
-        """The `num_perm` minima over the set (uint32); an empty set gets the
-        all-maximum signature."""
+        "The `num_perm` minima over the set (uint32; the maximum if empty)."
         sig = np.full(self.num_perm, MERSENNE_31, dtype=np.uint64)
         x = np.asarray(shingle_hashes, dtype=np.uint64) % np.uint64(MERSENNE_31)
         for i in range(0, len(x), self.chunk):  # a*x + b < 2^62: exact in uint64
@@ -294,18 +280,15 @@ def minhash_jaccard(s1: np.ndarray, s2: np.ndarray) -> float:
 
 # %% ../nbs/01_data.ipynb #10538077
 def lsh_probability(s: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
-    """Probability that two sets of Jaccard similarity `s` share at least one LSH
-    bucket: 1 - (1 - s^rows)^bands."""
+    "P(two sets of Jaccard similarity `s` share a bucket) = 1-(1-s^rows)^bands."
     return 1 - (1 - np.asarray(s, dtype=float) ** rows) ** bands
 
 def lsh_threshold(bands: int, rows: int) -> float:
-    """The similarity where the LSH S-curve is steepest, approximately
-    (1/bands)^(1/rows)."""
+    "About where the LSH S-curve is steepest: (1/bands)^(1/rows)."
     return (1 / bands) ** (1 / rows)
 
 class LSHIndex:
-    """Buckets of signature bands: `query` returns the keys of items sharing at least
-    one band with a signature."""
+    "Buckets of signature bands; `query` finds the keys sharing a band with `sig`."
     def __init__(self, num_perm: int = 128, bands: int = 16):
         if bands < 1 or num_perm % bands:
             raise ValueError(
@@ -327,16 +310,14 @@ class LSHIndex:
             band.setdefault(k, []).append(key)
 
     def query(self, sig: np.ndarray) -> list[Any]:
-        """Keys of the inserted items that share a bucket with `sig`, in insertion order
-        without repeats."""
+        "Keys sharing a bucket with `sig`, in insertion order, without repeats."
         found = itertools.chain.from_iterable(
             band.get(k, ()) for band, k in zip(self.buckets, self._keys(sig)))
         return list(dict.fromkeys(found))
 
 # %% ../nbs/01_data.ipynb #20a3d5c2
 class NearDedup:
-    """Callable streaming filter: drop a `Document` whose MinHash similarity to a kept
-    one reaches `threshold` (LSH lookup)."""
+    "Filter: drop a `Document` whose MinHash similarity to a kept one >= threshold."
     def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
                  k: int = 5, seed: int = 0):
         if not 0 < threshold <= 1:
@@ -359,8 +340,7 @@ class NearDedup:
 
 def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
                **kwargs: Any) -> Iterator[Document]:
-    """Stream `docs` without near-duplicates (first occurrence kept); `kwargs` go to
-    `NearDedup`."""
+    "Stream `docs` without near-duplicates; `kwargs` go to `NearDedup`."
     f = NearDedup(threshold, **kwargs)
     return (d for d in docs if isinstance(f(d), Document))
 
@@ -370,8 +350,7 @@ VAL_FRACTION = 0.1
 
 def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
              salt: str = "llmfs-split-v1") -> str:
-    """'val' or 'train' for a document id: deterministic, from the SHA-256 of salt and
-    id mapped to [0, 1)."""
+    "'val' or 'train' for a document id, from the SHA-256 of salt and id."
     if not 0 <= val_fraction <= 1:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     u = (int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode("utf-8")).digest()[:8],
@@ -382,8 +361,7 @@ def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
 Step = Callable[[Document], "Document | str"]
 
 def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
-    """A step that rewrites the text (of documents whose format is in `only`, when
-    given); a text it empties is dropped."""
+    "A step that rewrites the text (of formats in `only`); emptied texts are dropped."
     def step(doc: Document) -> Document | str:
         if only is not None and doc.meta.get("format") not in only: return doc
         text = fn(doc.text)
@@ -394,8 +372,7 @@ def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) ->
 
 def default_steps(form: str = "NFC", rules: QualityRules | None = None,
                   threshold: float = 0.8) -> list[tuple[str, Step]]:
-    """The curation steps in order, as (name, step); a fresh list (with fresh dedup
-    state) on every call."""
+    "The curation steps in order, as (name, step), with fresh dedup state."
     def boilerplate(doc: Document) -> Document | str:
         fmt = doc.meta.get("format", "txt")
         return _text_step(lambda t: strip_boilerplate(t, fmt))(doc)
@@ -413,8 +390,7 @@ def default_steps(form: str = "NFC", rules: QualityRules | None = None,
 
 @dataclass
 class StepStats:
-    """What survived one step: documents, UTF-8 bytes, documents changed, reasons for
-    removals, a few examples."""
+    "What one step kept, changed and removed (by reason), with a few examples."
     step: str
     docs: int = 0
     bytes: int = 0
@@ -423,8 +399,7 @@ class StepStats:
     examples: list = field(default_factory=list)
 
 class Funnel:
-    """Documents and bytes after each curation step, with up to `max_examples` examples
-    per step: (kind, id, a, b)."""
+    "Documents and bytes after each step, with examples: (kind, id, a, b)."
     def __init__(self, max_examples: int = 3):
         self.max_examples, self.steps = max_examples, {}
 
@@ -445,15 +420,13 @@ class Funnel:
                 st.examples.append(("changed", before.id, before.text, after.text))
 
     def rows(self) -> list[dict]:
-        """One row per step: documents and bytes kept, documents changed, removals by
-        reason."""
+        "One row per step: documents and bytes kept, changed, removals by reason."
         return [{"step": s.step, "docs": s.docs, "bytes": s.bytes, "changed": s.changed,
                  "removed": dict(s.removed)} for s in self.steps.values()]
 
 def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None,
            funnel: Funnel | None = None) -> Iterator[Document]:
-    """Stream `docs` through the curation `steps` (default: `default_steps()`),
-    recording survivors in `funnel`."""
+    "Stream `docs` through the curation `steps`, counting in `funnel`."
     steps = default_steps() if steps is None else steps
     for doc in docs:
         if funnel is not None: funnel.record("raw", doc, doc)
@@ -465,7 +438,7 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/16_sources.ipynb #519dfd5b
+# %% ../nbs/16_sources.ipynb #9beb4188
 import contextlib
 import hashlib
 import json
@@ -745,7 +718,7 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             raise ValueError(f"{path}:{i}: record lacks field {e}; "
                              "expected id, text, source, meta") from e
 
-# %% ../nbs/16_sources.ipynb #39b2ad9e
+# %% ../nbs/16_sources.ipynb #1de5fa31
 def folder_fingerprint(path: str | Path) -> str:
     """A short hash of the corpus files under folder `path`: each one's relative path,
     size, and change times (in ns)."""
@@ -773,7 +746,7 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     else: tag = re.sub(r"[^\w.-]+", "_", source)
     return f"data/{tag}-{size}-v2"
 
-# %% ../nbs/16_sources.ipynb #c4ba9a7b
+# %% ../nbs/16_sources.ipynb #94923da6
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
     """A `UserError` when curation left a split without documents (an empty corpus is
     never cached)."""
@@ -826,7 +799,7 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib",
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
-# %% ../nbs/16_sources.ipynb #c7a4b6e4
+# %% ../nbs/16_sources.ipynb #ea9809ae
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
     """What is wrong with a curated corpus folder (None when intact): stats.json missing
     or unreadable, or a split file missing or of another size (or, with `checksums`,
