@@ -138,8 +138,8 @@ _DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
 def quality_signals(text: str) -> dict[str, float]:
     "The statistics behind the quality rules: words, ratios, repetition."
     words, lines = text.split(), [l.strip() for l in text.split("\n")]
-    nonspace, nwords, nchars = max(1, sum(map(len, words))), max(1, len(words)), max(
-        1, len(text))
+    nonspace, nchars = max(1, sum(map(len, words))), max(1, len(text))
+    nwords = max(1, len(words))
     long_lines, seen = [l for l in lines if len(l) >= 8], set()
     dup = dup_chars = 0
     for l in long_lines:              # a line of 8+ characters seen before is a repeat
@@ -438,7 +438,7 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
         else:
             yield doc
 
-# %% ../nbs/16_sources.ipynb #9beb4188
+# %% ../nbs/16_sources.ipynb #a0745c23
 import contextlib
 import hashlib
 import json
@@ -718,7 +718,7 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             raise ValueError(f"{path}:{i}: record lacks field {e}; "
                              "expected id, text, source, meta") from e
 
-# %% ../nbs/16_sources.ipynb #1de5fa31
+# %% ../nbs/16_sources.ipynb #11c037de
 def folder_fingerprint(path: str | Path) -> str:
     """A short hash of the corpus files under folder `path`: each one's relative path,
     size, and change times (in ns)."""
@@ -746,7 +746,7 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     else: tag = re.sub(r"[^\w.-]+", "_", source)
     return f"data/{tag}-{size}-v2"
 
-# %% ../nbs/16_sources.ipynb #94923da6
+# %% ../nbs/16_sources.ipynb #22c5b92b
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
     """A `UserError` when curation left a split without documents (an empty corpus is
     never cached)."""
@@ -799,7 +799,7 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib",
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
-# %% ../nbs/16_sources.ipynb #ea9809ae
+# %% ../nbs/16_sources.ipynb #38faef1a
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
     """What is wrong with a curated corpus folder (None when intact): stats.json missing
     or unreadable, or a split file missing or of another size (or, with `checksums`,
