@@ -7,51 +7,33 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/data.html.md"""
 # %% ../nbs/01_data.ipynb #67471c9e
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import ipaddress
 import itertools
-import json
 import os
 import re
-import shlex
 import sys
 import sysconfig
 import tokenize
 import unicodedata
-import urllib.error
-import urllib.parse
-import urllib.request
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .core import (UserError, at_scale, atomic_path, atomic_write,
-                                   cache_dir, cached)
+from .core import UserError, at_scale
 
 # %% auto #0
-__all__ = ['FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'NORMAL_FORMS', 'MERSENNE_31', 'SPLITS',
-           'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents',
-           'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download',
-           'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind',
-           'corpus_documents', 'html_to_text', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate',
-           'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii',
-           'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability',
-           'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel',
-           'curate', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus',
-           'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
+__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate', 'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel', 'curate', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'html_to_text', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
 class Document:
-    """One unit of a corpus (a file, a web page, a JSONL record); `id` is stable across
-    runs and machines."""
+    "One unit of a corpus (a file, a page, a record); `id` is stable across runs."
     id: str
     text: str
     source: str = ""
@@ -66,23 +48,20 @@ class Document:
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 def stdlib_root() -> Path:
-    """The folder of the running interpreter's standard library (from `sysconfig`, else
-    where `os` lives)."""
+    "The folder of the running interpreter's standard library."
     p = sysconfig.get_paths().get("stdlib")
     root = Path(p) if p else Path(os.__file__).parent
     return root if (root / "os.py").is_file() else Path(os.__file__).parent
 
 def read_python_source(path: str | Path) -> str:
-    """Decode a `.py` file as the interpreter does: its PEP 263 coding cookie, else
-    UTF-8; bad bytes become U+FFFD."""
+    "Decode a `.py` file as Python does: by its PEP 263 coding line, else as UTF-8."
     data = Path(path).read_bytes()
     try: enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except (SyntaxError, LookupError): enc = "utf-8"
     return data.decode(enc, errors="replace")
 
 def stdlib_files(root: str | Path | None = None) -> list[Path]:
-    """All `.py` files under the standard library (or `root`), third-party packages
-    excluded, sorted by relative path."""
+    "The `.py` files of the standard library, third-party packages excluded, sorted."
     root = Path(root) if root is not None else stdlib_root()
     files = [p for p in root.rglob("*.py") if p.is_file()
              and not _SKIP_DIRS & set(p.relative_to(root).parts)]
@@ -90,26 +69,436 @@ def stdlib_files(root: str | Path | None = None) -> list[Path]:
 
 def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
                      prefix: str = "") -> Iterator[Document]:
-    """The standard library's `.py` files (under `prefix`) as `Document`s in sorted path
-    order; stop after `max_bytes` of source."""
+    "The stdlib's `.py` files under `prefix` as `Document`s, up to `max_bytes`."
     if max_bytes is not None and max_bytes <= 0:
-        raise ValueError(
-            f"max_bytes must be positive (or None for everything), got {max_bytes}")
+        raise ValueError(f"max_bytes must be positive (or None), got {max_bytes}")
     root = Path(root) if root is not None else stdlib_root()
-    files = stdlib_files(root)
-    if not files:
-        raise UserError(f"no .py files under {root}",
-                        "pass root= the folder of a Python standard library")
+    if not (files := stdlib_files(root)):
+        raise UserError(f"no .py files under {root}", "pass root= a standard library")
     total = 0
     for p in files:
         if max_bytes is not None and total >= max_bytes: return
         rel = p.relative_to(root).as_posix()
         if not rel.startswith(prefix): continue
-        text = read_python_source(p)
         total += p.stat().st_size
-        yield Document(f"stdlib:{rel}", text, "stdlib", {"path": rel, "format": "py"})
+        yield Document(f"stdlib:{rel}", read_python_source(p), "stdlib",
+                       {"path": rel, "format": "py"})
 
-# %% ../nbs/01_data.ipynb #966d19ad
+# %% ../nbs/01_data.ipynb #c660dffb
+NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
+
+def normalize_unicode(text: str, form: str = "NFC") -> str:
+    "Unicode normal form `form` of `text` (NFC by default), without a leading BOM."
+    if form not in NORMAL_FORMS:
+        raise ValueError(f"unknown normal form {form!r}; use one of {NORMAL_FORMS}")
+    return unicodedata.normalize(form, text.removeprefix("\ufeff"))
+
+# %% ../nbs/01_data.ipynb #bee6702a
+_LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved|warranty|\(c\)|spdx"
+                      r"|permission is hereby granted", re.IGNORECASE)
+_BOILERPLATE_LINE = re.compile(
+    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
+    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
+    re.IGNORECASE)
+
+def split_licence_header(text: str) -> tuple[str, str]:
+    "Split off a leading block of `#` comments that mentions copyright or licence."
+    lines = text.split("\n")
+    i = 0
+    while (i < len(lines) and (not lines[i].strip()
+                               or lines[i].lstrip().startswith("#"))):
+        i += 1
+    header = "\n".join(lines[:i])
+    if not _LICENCE.search(header): return "", text
+    return header, "\n".join(lines[i:])
+
+def strip_boilerplate(text: str, fmt: str = "py") -> str:
+    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
+    if fmt == "py": return split_licence_header(text)[1]
+    return "\n".join(l for l in text.split("\n")
+                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
+
+# %% ../nbs/01_data.ipynb #0e5670c4
+def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
+    "Normalise line ends, drop trailing spaces, cap blank lines, end with one `\\n`."
+    text = text.replace("\r\n", "\n").translate(
+        {ord("\r"): "\n", ord("\f"): "\n", ord("\v"): "\n"})
+    out, blank = [], 0
+    for line in text.split("\n"):
+        line = line.rstrip()
+        blank = blank + 1 if not line else 0
+        if blank <= max_blank_lines: out.append(line)
+    s = "\n".join(out).strip("\n")
+    return s + "\n" if s else ""
+
+# %% ../nbs/01_data.ipynb #0043f50c
+_DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
+                            re.compile(r"[^\W\d_]"))
+
+def quality_signals(text: str) -> dict[str, float]:
+    "The statistics behind the quality rules: words, ratios, repetition."
+    words, lines = text.split(), [l.strip() for l in text.split("\n")]
+    nonspace, nchars = max(1, sum(map(len, words))), max(1, len(text))
+    nwords = max(1, len(words))
+    long_lines, seen = [l for l in lines if len(l) >= 8], set()
+    dup = dup_chars = 0
+    for l in long_lines:              # a line of 8+ characters seen before is a repeat
+        if l in seen: dup += 1; dup_chars += len(l)
+        else: seen.add(l)
+    return {"words": len(words),
+            "mean_word_len": sum(map(len, words)) / nwords,
+            "digit_ratio": len(_DIGIT.findall(text)) / nonspace,
+            "symbol_ratio": len(_SYMBOL.findall(text)) / nonspace,
+            "alpha_word_frac": sum(1 for w in words if _LETTER.search(w)) / nwords,
+            "dup_line_frac": dup / max(1, len(long_lines)),
+            "dup_char_frac": dup_chars / nchars,
+            "long_line_frac": sum(len(l) for l in lines if len(l) > 1000) / nchars}
+
+@dataclass
+class QualityRules:
+    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
+    min_words: int = 25
+    max_words: int = 200_000
+    min_mean_word_len: float = 2.0
+    max_mean_word_len: float = 15.0
+    max_digit_ratio: float = 0.25
+    max_symbol_ratio: float = 0.33
+    min_alpha_word_frac: float = 0.5
+    max_dup_line_frac: float = 0.45
+    max_dup_char_frac: float = 0.35
+    max_long_line_frac: float = 0.1
+
+def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
+    "The quality rules `text` breaks, as short reasons (empty: keep it)."
+    r, s = rules or QualityRules(), quality_signals(text)
+    checks = [
+        ("too few words", s["words"] < r.min_words),
+        ("too many words", s["words"] > r.max_words),
+        ("mean word length",
+         not r.min_mean_word_len <= s["mean_word_len"] <= r.max_mean_word_len),
+        ("digit ratio", s["digit_ratio"] > r.max_digit_ratio),
+        ("symbol ratio", s["symbol_ratio"] > r.max_symbol_ratio),
+        ("few alphabetic words", s["alpha_word_frac"] < r.min_alpha_word_frac),
+        ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac
+         or s["dup_char_frac"] > r.max_dup_char_frac),
+        ("long lines", s["long_line_frac"] > r.max_long_line_frac)]
+    return [name for name, bad in checks if bad]
+
+# %% ../nbs/01_data.ipynb #38434cb7
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_RESERVED_DOMAINS = re.compile(
+    r"@(?:[\w-]+\.)*"
+    r"(?:example\.(?:com|net|org)|[\w-]+\.(?:example|test|invalid|localhost))$",
+    re.IGNORECASE)
+
+def _personal_ip(s: str) -> bool:
+    try: ip = ipaddress.ip_address(s)
+    except ValueError: return False
+    return ip.is_global and not ip.is_multicast
+
+def find_pii(text: str) -> list[tuple[str, str]]:
+    "The personal data `mask_pii` would mask, as `(kind, text)` pairs in order."
+    found = [(m.start(), "EMAIL", m.group()) for m in _EMAIL.finditer(text)
+             if not _RESERVED_DOMAINS.search(m.group())]
+    found += [(m.start(), "IP", m.group()) for m in _IPV4.finditer(text)
+              if _personal_ip(m.group())]
+    return [(k, s) for _, k, s in sorted(found)]
+
+def mask_pii(text: str) -> str:
+    "Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>`."
+    text = _EMAIL.sub(lambda m: m.group() if _RESERVED_DOMAINS.search(m.group())
+                      else "<EMAIL>", text)
+    return _IPV4.sub(lambda m: "<IP>" if _personal_ip(m.group()) else m.group(), text)
+
+# %% ../nbs/01_data.ipynb #4080d255
+class ExactDedup:
+    "Filter: a `Document` whose text (SHA-256) was seen before is a duplicate."
+    def __init__(self) -> None: self.seen: dict[bytes, str] = {}
+
+    def __call__(self, doc: Document) -> Document | str:
+        h = hashlib.sha256(doc.text.encode("utf-8")).digest()
+        if h in self.seen: return f"exact duplicate of {self.seen[h]}"
+        self.seen[h] = doc.id
+        return doc
+
+def exact_dedup(docs: Iterable[Document]) -> Iterator[Document]:
+    "Stream `docs` without exact duplicates (first occurrence kept)."
+    f = ExactDedup()
+    return (d for d in docs if isinstance(f(d), Document))
+
+# %% ../nbs/01_data.ipynb #beac33b3
+_TOKEN = re.compile(r"\w+")
+MERSENNE_31 = (1 << 31) - 1
+
+def shingles(text: str, k: int = 5) -> np.ndarray:
+    "Sorted unique 32-bit hashes of the word `k`-grams of `text`, lower-cased."
+    if k < 1: raise ValueError(f"k must be at least 1, got {k}")
+    words = _TOKEN.findall(text.lower())
+    if not words: return np.zeros(0, dtype=np.uint64)
+    wh = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64,
+                     count=len(words))
+    n = max(1, len(words) - k + 1)
+    # FNV-1a style mixing of the k word hashes
+    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
+    for j in range(min(k, len(words))):
+        h = (h ^ wh[j:j + n]) * np.uint64(0x100000001B3)
+    return np.unique(h >> np.uint64(32))
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    "Exact Jaccard similarity of two arrays of unique values (1.0 if both empty)."
+    union = len(np.union1d(a, b))
+    return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
+
+class MinHasher:
+    "MinHash signatures with `num_perm` hashes h_i(x) = (a_i x + b_i) mod 2^31-1."
+    def __init__(self, num_perm: int = 128, seed: int = 0, chunk: int = 2048):
+        if num_perm < 1:
+            raise ValueError(f"num_perm must be at least 1, got {num_perm}")
+        rng = np.random.default_rng(seed)
+        self.num_perm, self.chunk = num_perm, chunk
+        self.a = rng.integers(1, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
+        self.b = rng.integers(0, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
+
+    def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
+        "The `num_perm` minima over the set (uint32; the maximum if empty)."
+        sig = np.full(self.num_perm, MERSENNE_31, dtype=np.uint64)
+        x = np.asarray(shingle_hashes, dtype=np.uint64) % np.uint64(MERSENNE_31)
+        for i in range(0, len(x), self.chunk):  # a*x + b < 2^62: exact in uint64
+            hv = (self.a * x[None, i:i + self.chunk] + self.b) % np.uint64(MERSENNE_31)
+            sig = np.minimum(sig, hv.min(axis=1))
+        return sig.astype(np.uint32)
+
+    def __call__(self, text: str, k: int = 5) -> np.ndarray:
+        return self.signature(shingles(text, k))
+
+def minhash_jaccard(s1: np.ndarray, s2: np.ndarray) -> float:
+    "MinHash estimate of Jaccard similarity: the fraction of equal signature entries."
+    if s1.shape != s2.shape:
+        raise ValueError(f"signatures of different lengths {s1.shape} and {s2.shape}")
+    return float(np.mean(s1 == s2))
+
+# %% ../nbs/01_data.ipynb #10538077
+def lsh_probability(s: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
+    "P(two sets of Jaccard similarity `s` share a bucket) = 1-(1-s^rows)^bands."
+    return 1 - (1 - np.asarray(s, dtype=float) ** rows) ** bands
+
+def lsh_threshold(bands: int, rows: int) -> float:
+    "About where the LSH S-curve is steepest: (1/bands)^(1/rows)."
+    return (1 / bands) ** (1 / rows)
+
+class LSHIndex:
+    "Buckets of signature bands; `query` finds the keys sharing a band with `sig`."
+    def __init__(self, num_perm: int = 128, bands: int = 16):
+        if bands < 1 or num_perm % bands:
+            raise ValueError(
+                f"bands must divide num_perm: {num_perm} perms cannot be cut into "
+                f"{bands} bands")
+        self.bands, self.rows = bands, num_perm // bands
+        self.buckets: list[dict[bytes, list[Any]]] = [{} for _ in range(bands)]
+
+    def _keys(self, sig: np.ndarray) -> list[bytes]:
+        if len(sig) != self.bands * self.rows:
+            raise ValueError(
+                f"signature of length {len(sig)}, this index expects "
+                f"{self.bands * self.rows}")
+        return [sig[i * self.rows:(i + 1) * self.rows].tobytes()
+                for i in range(self.bands)]
+
+    def insert(self, key: Any, sig: np.ndarray) -> None:
+        for band, k in zip(self.buckets, self._keys(sig)):
+            band.setdefault(k, []).append(key)
+
+    def query(self, sig: np.ndarray) -> list[Any]:
+        "Keys sharing a bucket with `sig`, in insertion order, without repeats."
+        found = itertools.chain.from_iterable(
+            band.get(k, ()) for band, k in zip(self.buckets, self._keys(sig)))
+        return list(dict.fromkeys(found))
+
+# %% ../nbs/01_data.ipynb #20a3d5c2
+class NearDedup:
+    "Filter: drop a `Document` whose MinHash similarity to a kept one >= threshold."
+    def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
+                 k: int = 5, seed: int = 0):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold, self.k = threshold, k
+        self.hasher, self.index = MinHasher(num_perm, seed), LSHIndex(num_perm, bands)
+        self.sigs: list[np.ndarray] = []
+        self.ids: list[str] = []
+
+    def __call__(self, doc: Document) -> Document | str:
+        sig = self.hasher(doc.text, self.k)
+        for j in self.index.query(sig):
+            sim = minhash_jaccard(sig, self.sigs[j])
+            if sim >= self.threshold:
+                return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
+        self.index.insert(len(self.sigs), sig)
+        self.sigs.append(sig)
+        self.ids.append(doc.id)
+        return doc
+
+def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
+               **kwargs: Any) -> Iterator[Document]:
+    "Stream `docs` without near-duplicates; `kwargs` go to `NearDedup`."
+    f = NearDedup(threshold, **kwargs)
+    return (d for d in docs if isinstance(f(d), Document))
+
+# %% ../nbs/01_data.ipynb #4b3f5a87
+SPLITS = ("train", "val")
+VAL_FRACTION = 0.1
+
+def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
+             salt: str = "llmfs-split-v1") -> str:
+    "'val' or 'train' for a document id, from the SHA-256 of salt and id."
+    if not 0 <= val_fraction <= 1:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    u = (int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode("utf-8")).digest()[:8],
+                        "big") / 2**64)
+    return "val" if u < val_fraction else "train"
+
+# %% ../nbs/01_data.ipynb #a8ed48d6
+Step = Callable[[Document], "Document | str"]
+
+def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
+    "A step that rewrites the text (of formats in `only`); emptied texts are dropped."
+    def step(doc: Document) -> Document | str:
+        if only is not None and doc.meta.get("format") not in only: return doc
+        text = fn(doc.text)
+        if not text.strip() and doc.text.strip(): return "empty after cleaning"
+        return (doc if text == doc.text else Document(doc.id, text, doc.source,
+                                                      dict(doc.meta)))
+    return step
+
+def default_steps(form: str = "NFC", rules: QualityRules | None = None,
+                  threshold: float = 0.8) -> list[tuple[str, Step]]:
+    "The curation steps in order, as (name, step), with fresh dedup state."
+    def boilerplate(doc: Document) -> Document | str:
+        fmt = doc.meta.get("format", "txt")
+        return _text_step(lambda t: strip_boilerplate(t, fmt))(doc)
+    def quality(doc: Document) -> Document | str:
+        bad = quality_issues(doc.text, rules)
+        return f"quality: {', '.join(bad)}" if bad else doc
+    return [("html to text", _text_step(html_to_text, only=("html",))),
+            ("unicode", _text_step(lambda t: normalize_unicode(t, form))),
+            ("boilerplate", boilerplate),
+            ("whitespace", _text_step(clean_whitespace)),
+            ("quality", quality),
+            ("pii", _text_step(mask_pii)),
+            ("exact dedup", ExactDedup()),
+            ("near dedup", NearDedup(threshold))]
+
+@dataclass
+class StepStats:
+    "What one step kept, changed and removed (by reason), with a few examples."
+    step: str
+    docs: int = 0
+    bytes: int = 0
+    changed: int = 0
+    removed: Counter = field(default_factory=Counter)
+    examples: list = field(default_factory=list)
+
+class Funnel:
+    "Documents and bytes after each step, with examples: (kind, id, a, b)."
+    def __init__(self, max_examples: int = 3):
+        self.max_examples, self.steps = max_examples, {}
+
+    def record(self, name: str, before: Document, after: Document | str) -> None:
+        st = self.steps.setdefault(name, StepStats(name))
+        # examples: at most two per reason, so that rarer reasons get shown too
+        if isinstance(after, str):
+            key = after.split(" of ")[0].split(" (")[0]
+            st.removed[key] += 1
+            if (len(st.examples) < self.max_examples
+                    and sum(e[2].startswith(key) for e in st.examples) < 2):
+                st.examples.append(("removed", before.id, after, before.text))
+            return
+        st.docs += 1; st.bytes += after.nbytes
+        if after is not before and after.text != before.text:
+            st.changed += 1
+            if len(st.examples) < self.max_examples:
+                st.examples.append(("changed", before.id, before.text, after.text))
+
+    def rows(self) -> list[dict]:
+        "One row per step: documents and bytes kept, changed, removals by reason."
+        return [{"step": s.step, "docs": s.docs, "bytes": s.bytes, "changed": s.changed,
+                 "removed": dict(s.removed)} for s in self.steps.values()]
+
+def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None,
+           funnel: Funnel | None = None) -> Iterator[Document]:
+    "Stream `docs` through the curation `steps`, counting in `funnel`."
+    steps = default_steps() if steps is None else steps
+    for doc in docs:
+        if funnel is not None: funnel.record("raw", doc, doc)
+        for name, step in steps:
+            out = step(doc)
+            if funnel is not None: funnel.record(name, doc, out)
+            if isinstance(out, str): break
+            doc = out
+        else:
+            yield doc
+
+# %% ../nbs/16_sources.ipynb #a0745c23
+import contextlib
+import hashlib
+import json
+import re
+import shlex
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .core import (UserError, at_scale, atomic_path, atomic_write,
+                                   cache_dir, cached)
+
+# %% ../nbs/16_sources.ipynb #86ffeac4
+class _TextExtractor(HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
+            "aside", "form", "button"}
+    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
+             "section", "article", "header", "main", "pre", "blockquote", "hr",
+             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP: self.skip += 1
+        if tag == "pre": self.pre += 1
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
+        if tag == "pre": self.pre = max(0, self.pre - 1)
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip: return
+        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
+        if not self.pre:
+            data = re.sub(r"[ \t\n\r\f]+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
+        if data: self.parts.append(data)
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
+    on their own lines, entities decoded."""
+    p = _TextExtractor()
+    p.feed(html); p.close()
+    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+# %% ../nbs/16_sources.ipynb #966d19ad
 FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html",
                   ".htm": "html", ".jsonl": "jsonl"}
 
@@ -130,10 +519,8 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield i, obj
 
 def folder_files(path: str | Path) -> list[Path]:
-    """The corpus files under folder `path`, sorted by relative path: the
-    `FOLDER_FORMATS`, without hidden files and
-    folders (`.git`, temporary files) and without the artefact cache when it lies inside
-    `path`."""
+    """The corpus files under folder `path`, sorted: the `FOLDER_FORMATS`, without hidden
+    files and folders (`.git`) and without the artefact cache if it lies inside."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a folder",
@@ -171,7 +558,7 @@ def folder_documents(path: str | Path, source: str = "folder", text_field: str =
             meta = {"path": rel, "line": i, "format": str(obj.get("format", "txt"))}
             yield Document(f"{source}:{rid}", obj[text_field], source, meta)
 
-# %% ../nbs/01_data.ipynb #67332b83
+# %% ../nbs/16_sources.ipynb #67332b83
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -245,7 +632,7 @@ def shakespeare_documents(max_chars: int = 4000) -> Iterator[Document]:
             f"'tinyshakespeare.txt')") from e
     yield from text_file_documents(path, "shakespeare", max_chars)
 
-# %% ../nbs/01_data.ipynb #9eadd4cd
+# %% ../nbs/16_sources.ipynb #9eadd4cd
 def hf_documents(path: str, name: str | None = None, split: str = "train",
                  text_field: str = "text",
                  id_field: str | None = None, streaming: bool = True,
@@ -269,7 +656,7 @@ def hf_documents(path: str, name: str | None = None, split: str = "train",
         yield Document(f"hf:{path}:{rid}", row[text_field], f"hf:{path}",
                        {"format": "txt"})
 
-# %% ../nbs/01_data.ipynb #bdddcdb2
+# %% ../nbs/16_sources.ipynb #bdddcdb2
 def limit_bytes(docs: Iterable[Document], max_bytes: int | None) -> Iterator[Document]:
     """Pass documents through until `max_bytes` of text have gone by (the document that
     crosses the limit is included)."""
@@ -300,431 +687,7 @@ def corpus_documents(source: str = "stdlib",
     if kind == "hf": return limit_bytes(hf_documents(source[3:]), max_bytes)
     return limit_bytes(folder_documents(source), max_bytes)
 
-# %% ../nbs/01_data.ipynb #86ffeac4
-class _TextExtractor(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
-            "aside", "form", "button"}
-    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
-             "section", "article", "header", "main", "pre", "blockquote", "hr",
-             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = self.pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP: self.skip += 1
-        if tag == "pre": self.pre += 1
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
-        if tag == "pre": self.pre = max(0, self.pre - 1)
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip: return
-        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
-        if not self.pre:
-            data = re.sub(r"[ \t\n\r\f]+", " ", data)
-            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
-        if data: self.parts.append(data)
-
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
-    on their own lines, entities decoded."""
-    p = _TextExtractor()
-    p.feed(html); p.close()
-    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
-
-# %% ../nbs/01_data.ipynb #c660dffb
-NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
-
-def normalize_unicode(text: str, form: str = "NFC") -> str:
-    """Unicode normal form `form` of `text` (NFC by default: canonical composition,
-    meaning-preserving), without a leading BOM."""
-    if form not in NORMAL_FORMS:
-        raise ValueError(f"unknown normal form {form!r}; use one of {NORMAL_FORMS}")
-    return unicodedata.normalize(form, text.removeprefix("\ufeff"))
-
-# %% ../nbs/01_data.ipynb #bee6702a
-_LICENCE = re.compile(
-    r"copyright|licen[cs]e|all rights reserved|permission is hereby "
-    r"granted|warranty|\(c\)|spdx",
-                      re.IGNORECASE)
-_BOILERPLATE_LINE = re.compile(
-    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
-    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
-    re.IGNORECASE)
-
-def split_licence_header(text: str) -> tuple[str, str]:
-    """Split off a leading block of `#` comments (shebang and coding line included) that
-    mentions copyright or licence terms."""
-    lines = text.split("\n")
-    i = 0
-    while (i < len(lines) and (not lines[i].strip()
-                               or lines[i].lstrip().startswith("#"))):
-        i += 1
-    header = "\n".join(lines[:i])
-    if not _LICENCE.search(header): return "", text
-    return header, "\n".join(lines[i:])
-
-def strip_boilerplate(text: str, fmt: str = "py") -> str:
-    """Remove boilerplate: the licence header of code (`fmt='py'`), short boilerplate
-    lines (banners, notices) of prose."""
-    if fmt == "py": return split_licence_header(text)[1]
-    return "\n".join(l for l in text.split("\n")
-                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
-
-# %% ../nbs/01_data.ipynb #0e5670c4
-def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
-    """Normalise line ends, drop trailing spaces, cap runs of blank lines at
-    `max_blank_lines`, end with one newline."""
-    text = text.replace("\r\n", "\n").translate(
-        {ord("\r"): "\n", ord("\f"): "\n", ord("\v"): "\n"})
-    out, blank = [], 0
-    for line in text.split("\n"):
-        line = line.rstrip()
-        blank = blank + 1 if not line else 0
-        if blank <= max_blank_lines: out.append(line)
-    s = "\n".join(out).strip("\n")
-    return s + "\n" if s else ""
-
-# %% ../nbs/01_data.ipynb #0043f50c
-_DIGIT, _SYMBOL, _LETTER = (re.compile(r"\d"), re.compile(r"[^\w\s]"),
-                            re.compile(r"[^\W\d_]"))
-
-def quality_signals(text: str) -> dict[str, float]:
-    """Document statistics behind the quality rules: words, mean word length,
-    digit/symbol/letter ratios, repetition."""
-    words = text.split()
-    nonspace = max(1, sum(map(len, words)))
-    seen: set[str] = set()
-    lines = [l.strip() for l in text.split("\n")]
-    long_lines = [l for l in lines if len(l) >= 8]
-    dup = dup_chars = 0
-    for l in long_lines:
-        if l in seen: dup += 1; dup_chars += len(l)
-        else: seen.add(l)
-    return {"words": len(words), "mean_word_len": sum(map(len, words)) / len(words)
-            if words else 0.0, "digit_ratio": (len(text) - len(_DIGIT.sub("", text)))
-            / nonspace, "symbol_ratio": (len(text) - len(_SYMBOL.sub("", text)))
-            / nonspace, "alpha_word_frac": sum(1 for w in words if _LETTER.search(w))
-            / max(1, len(words)), "dup_line_frac": dup / max(1, len(long_lines)),
-            "dup_char_frac": dup_chars / max(1, len(text)),
-            "long_line_frac": sum(len(l) for l in lines if len(l) > 1000)
-            / max(1, len(text)),}
-
-@dataclass
-class QualityRules:
-    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
-    min_words: int = 25
-    max_words: int = 200_000
-    min_mean_word_len: float = 2.0
-    max_mean_word_len: float = 15.0
-    max_digit_ratio: float = 0.25
-    max_symbol_ratio: float = 0.33
-    min_alpha_word_frac: float = 0.5
-    max_dup_line_frac: float = 0.45
-    max_dup_char_frac: float = 0.35
-    max_long_line_frac: float = 0.1
-
-def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
-    "The quality rules `text` breaks, as short reasons (empty: keep it)."
-    r, s = rules or QualityRules(), quality_signals(text)
-    checks = [("too few words", s["words"] < r.min_words),
-              ("too many words", s["words"] > r.max_words),
-              ("mean word length", not r.min_mean_word_len <= s["mean_word_len"]
-               <= r.max_mean_word_len), ("digit ratio",
-                                         s["digit_ratio"] > r.max_digit_ratio),
-              ("symbol ratio", s["symbol_ratio"] > r.max_symbol_ratio),
-              ("few alphabetic words", s["alpha_word_frac"] < r.min_alpha_word_frac),
-              ("duplicate lines", s["dup_line_frac"] > r.max_dup_line_frac
-               or s["dup_char_frac"] > r.max_dup_char_frac),
-              ("long lines", s["long_line_frac"] > r.max_long_line_frac)]
-    return [name for name, bad in checks if bad]
-
-# %% ../nbs/01_data.ipynb #38434cb7
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
-_RESERVED_DOMAINS = re.compile(
-    r"@(?:[\w-]+\.)*"
-    r"(?:example\.(?:com|net|org)|[\w-]+\.(?:example|test|invalid|localhost))$",
-    re.IGNORECASE)
-
-def _personal_ip(s: str) -> bool:
-    try: ip = ipaddress.ip_address(s)
-    except ValueError: return False
-    return ip.is_global and not ip.is_multicast
-
-def find_pii(text: str) -> list[tuple[str, str]]:
-    """The personal data `mask_pii` would mask, as `(kind, text)` pairs in order of
-    appearance."""
-    found = [(m.start(), "EMAIL", m.group()) for m in _EMAIL.finditer(text)
-             if not _RESERVED_DOMAINS.search(m.group())]
-    found += [(m.start(), "IP", m.group()) for m in _IPV4.finditer(text)
-              if _personal_ip(m.group())]
-    return [(k, s) for _, k, s in sorted(found)]
-
-def mask_pii(text: str) -> str:
-    """Replace e-mail addresses with `<EMAIL>` and public IPv4 addresses with `<IP>`
-    (documentation and private ones kept)."""
-    text = _EMAIL.sub(lambda m: m.group() if _RESERVED_DOMAINS.search(m.group())
-                      else "<EMAIL>", text)
-    return _IPV4.sub(lambda m: "<IP>" if _personal_ip(m.group()) else m.group(), text)
-
-# %% ../nbs/01_data.ipynb #4080d255
-class ExactDedup:
-    """Callable filter: a `Document` whose text was seen before (same SHA-256) is a
-    duplicate; the first copy is kept."""
-    def __init__(self) -> None: self.seen: dict[bytes, str] = {}
-
-    def __call__(self, doc: Document) -> Document | str:
-        h = hashlib.sha256(doc.text.encode("utf-8")).digest()
-        if h in self.seen: return f"exact duplicate of {self.seen[h]}"
-        self.seen[h] = doc.id
-        return doc
-
-def exact_dedup(docs: Iterable[Document]) -> Iterator[Document]:
-    "Stream `docs` without exact duplicates (first occurrence kept)."
-    f = ExactDedup()
-    return (d for d in docs if isinstance(f(d), Document))
-
-# %% ../nbs/01_data.ipynb #beac33b3
-_TOKEN = re.compile(r"\w+")
-MERSENNE_31 = (1 << 31) - 1
-
-def shingles(text: str, k: int = 5) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the word `k`-grams of `text` (lower-cased `\\w+`
-    tokens); one shingle if fewer words."""
-    if k < 1: raise ValueError(f"k must be at least 1, got {k}")
-    words = _TOKEN.findall(text.lower())
-    if not words: return np.zeros(0, dtype=np.uint64)
-    wh = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64,
-                     count=len(words))
-    n = max(1, len(words) - k + 1)
-    # FNV-1a style mixing of the k word hashes
-    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-    for j in range(min(k, len(words))):
-        h = (h ^ wh[j:j + n]) * np.uint64(0x100000001B3)
-    return np.unique(h >> np.uint64(32))
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sets given as arrays of unique values (1.0 for
-    two empty sets)."""
-    union = len(np.union1d(a, b))
-    return len(np.intersect1d(a, b, assume_unique=True)) / union if union else 1.0
-
-class MinHasher:
-    """MinHash signatures with `num_perm` hash functions h_i(x) = (a_i x + b_i) mod
-    (2^31 - 1), seeded."""
-    def __init__(self, num_perm: int = 128, seed: int = 0, chunk: int = 2048):
-        if num_perm < 1:
-            raise ValueError(f"num_perm must be at least 1, got {num_perm}")
-        rng = np.random.default_rng(seed)
-        self.num_perm, self.chunk = num_perm, chunk
-        self.a = rng.integers(1, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
-        self.b = rng.integers(0, MERSENNE_31, num_perm, dtype=np.uint64)[:, None]
-
-    def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
-        """The `num_perm` minima over the set (uint32); an empty set gets the
-        all-maximum signature."""
-        sig = np.full(self.num_perm, MERSENNE_31, dtype=np.uint64)
-        x = np.asarray(shingle_hashes, dtype=np.uint64) % np.uint64(MERSENNE_31)
-        for i in range(0, len(x), self.chunk):  # a*x + b < 2^62: exact in uint64
-            hv = (self.a * x[None, i:i + self.chunk] + self.b) % np.uint64(MERSENNE_31)
-            sig = np.minimum(sig, hv.min(axis=1))
-        return sig.astype(np.uint32)
-
-    def __call__(self, text: str, k: int = 5) -> np.ndarray:
-        return self.signature(shingles(text, k))
-
-def minhash_jaccard(s1: np.ndarray, s2: np.ndarray) -> float:
-    "MinHash estimate of Jaccard similarity: the fraction of equal signature entries."
-    if s1.shape != s2.shape:
-        raise ValueError(f"signatures of different lengths {s1.shape} and {s2.shape}")
-    return float(np.mean(s1 == s2))
-
-# %% ../nbs/01_data.ipynb #10538077
-def lsh_probability(s: float | np.ndarray, bands: int, rows: int) -> float | np.ndarray:
-    """Probability that two sets of Jaccard similarity `s` share at least one LSH
-    bucket: 1 - (1 - s^rows)^bands."""
-    return 1 - (1 - np.asarray(s, dtype=float) ** rows) ** bands
-
-def lsh_threshold(bands: int, rows: int) -> float:
-    """The similarity where the LSH S-curve is steepest, approximately
-    (1/bands)^(1/rows)."""
-    return (1 / bands) ** (1 / rows)
-
-class LSHIndex:
-    """Buckets of signature bands: `query` returns the keys of items sharing at least
-    one band with a signature."""
-    def __init__(self, num_perm: int = 128, bands: int = 16):
-        if bands < 1 or num_perm % bands:
-            raise ValueError(
-                f"bands must divide num_perm: {num_perm} perms cannot be cut into "
-                f"{bands} bands")
-        self.bands, self.rows = bands, num_perm // bands
-        self.buckets: list[dict[bytes, list[Any]]] = [{} for _ in range(bands)]
-
-    def _keys(self, sig: np.ndarray) -> list[bytes]:
-        if len(sig) != self.bands * self.rows:
-            raise ValueError(
-                f"signature of length {len(sig)}, this index expects "
-                f"{self.bands * self.rows}")
-        return [sig[i * self.rows:(i + 1) * self.rows].tobytes()
-                for i in range(self.bands)]
-
-    def insert(self, key: Any, sig: np.ndarray) -> None:
-        for band, k in zip(self.buckets, self._keys(sig)):
-            band.setdefault(k, []).append(key)
-
-    def query(self, sig: np.ndarray) -> list[Any]:
-        """Keys of the inserted items that share a bucket with `sig`, in insertion order
-        without repeats."""
-        found = itertools.chain.from_iterable(
-            band.get(k, ()) for band, k in zip(self.buckets, self._keys(sig)))
-        return list(dict.fromkeys(found))
-
-# %% ../nbs/01_data.ipynb #20a3d5c2
-class NearDedup:
-    """Callable streaming filter: drop a `Document` whose MinHash similarity to a kept
-    one reaches `threshold` (LSH lookup)."""
-    def __init__(self, threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
-                 k: int = 5, seed: int = 0):
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        self.threshold, self.k = threshold, k
-        self.hasher, self.index = MinHasher(num_perm, seed), LSHIndex(num_perm, bands)
-        self.sigs: list[np.ndarray] = []
-        self.ids: list[str] = []
-
-    def __call__(self, doc: Document) -> Document | str:
-        sig = self.hasher(doc.text, self.k)
-        for j in self.index.query(sig):
-            sim = minhash_jaccard(sig, self.sigs[j])
-            if sim >= self.threshold:
-                return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
-        self.index.insert(len(self.sigs), sig)
-        self.sigs.append(sig)
-        self.ids.append(doc.id)
-        return doc
-
-def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
-               **kwargs: Any) -> Iterator[Document]:
-    """Stream `docs` without near-duplicates (first occurrence kept); `kwargs` go to
-    `NearDedup`."""
-    f = NearDedup(threshold, **kwargs)
-    return (d for d in docs if isinstance(f(d), Document))
-
-# %% ../nbs/01_data.ipynb #4b3f5a87
-SPLITS = ("train", "val")
-VAL_FRACTION = 0.1
-
-def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
-             salt: str = "llmfs-split-v1") -> str:
-    """'val' or 'train' for a document id: deterministic, from the SHA-256 of salt and
-    id mapped to [0, 1)."""
-    if not 0 <= val_fraction <= 1:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-    u = (int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode("utf-8")).digest()[:8],
-                        "big") / 2**64)
-    return "val" if u < val_fraction else "train"
-
-# %% ../nbs/01_data.ipynb #a8ed48d6
-Step = Callable[[Document], "Document | str"]
-
-def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
-    """A step that rewrites the text (of documents whose format is in `only`, when
-    given); a text it empties is dropped."""
-    def step(doc: Document) -> Document | str:
-        if only is not None and doc.meta.get("format") not in only: return doc
-        text = fn(doc.text)
-        if not text.strip() and doc.text.strip(): return "empty after cleaning"
-        return (doc if text == doc.text else Document(doc.id, text, doc.source,
-                                                      dict(doc.meta)))
-    return step
-
-def default_steps(form: str = "NFC", rules: QualityRules | None = None,
-                  threshold: float = 0.8) -> list[tuple[str, Step]]:
-    """The curation steps in order, as (name, step); a fresh list (with fresh dedup
-    state) on every call."""
-    def boilerplate(doc: Document) -> Document | str:
-        return _text_step(lambda t: strip_boilerplate(t,
-                                                      doc.meta.get("format", "txt")))(
-                doc)
-    def quality(doc: Document) -> Document | str:
-        bad = quality_issues(doc.text, rules)
-        return f"quality: {', '.join(bad)}" if bad else doc
-    return [("html to text", _text_step(html_to_text, only=("html",))),
-            ("unicode", _text_step(lambda t: normalize_unicode(t, form))),
-            ("boilerplate", boilerplate),
-            ("whitespace", _text_step(clean_whitespace)),
-            ("quality", quality),
-            ("pii", _text_step(mask_pii)),
-            ("exact dedup", ExactDedup()),
-            ("near dedup", NearDedup(threshold))]
-
-@dataclass
-class StepStats:
-    """What survived one step: documents, UTF-8 bytes, documents changed, reasons for
-    removals, a few examples."""
-    step: str
-    docs: int = 0
-    bytes: int = 0
-    changed: int = 0
-    removed: Counter = field(default_factory=Counter)
-    examples: list = field(default_factory=list)
-
-class Funnel:
-    """Documents and bytes after each curation step, with up to `max_examples` examples
-    per step: (kind, id, a, b)."""
-    def __init__(self, max_examples: int = 3):
-        self.max_examples, self.steps = max_examples, {}
-
-    def record(self, name: str, before: Document, after: Document | str) -> None:
-        st = self.steps.setdefault(name, StepStats(name))
-        # examples: at most two per reason, so that rarer reasons get shown too
-        if isinstance(after, str):
-            key = after.split(" of ")[0].split(" (")[0]
-            st.removed[key] += 1
-            if (len(st.examples) < self.max_examples
-                    and sum(e[2].startswith(key) for e in st.examples) < 2):
-                st.examples.append(("removed", before.id, after, before.text))
-            return
-        st.docs += 1; st.bytes += after.nbytes
-        if after is not before and after.text != before.text:
-            st.changed += 1
-            if len(st.examples) < self.max_examples:
-                st.examples.append(("changed", before.id, before.text, after.text))
-
-    def rows(self) -> list[dict]:
-        """One row per step: documents and bytes kept, documents changed, removals by
-        reason."""
-        return [{"step": s.step, "docs": s.docs, "bytes": s.bytes, "changed": s.changed,
-                 "removed": dict(s.removed)} for s in self.steps.values()]
-
-def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None,
-           funnel: Funnel | None = None) -> Iterator[Document]:
-    """Stream `docs` through the curation `steps` (default: `default_steps()`),
-    recording survivors in `funnel`."""
-    steps = default_steps() if steps is None else steps
-    for doc in docs:
-        if funnel is not None: funnel.record("raw", doc, doc)
-        for name, step in steps:
-            out = step(doc)
-            if funnel is not None: funnel.record(name, doc, out)
-            if isinstance(out, str): break
-            doc = out
-        else:
-            yield doc
-
-# %% ../nbs/01_data.ipynb #312fa747
+# %% ../nbs/16_sources.ipynb #312fa747
 def default_max_bytes(source: str = "stdlib") -> int | None:
     """Raw bytes read from `source` at the current scale: a few MB at test scale,
     everything at book scale."""
@@ -755,6 +718,7 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             raise ValueError(f"{path}:{i}: record lacks field {e}; "
                              "expected id, text, source, meta") from e
 
+# %% ../nbs/16_sources.ipynb #11c037de
 def folder_fingerprint(path: str | Path) -> str:
     """A short hash of the corpus files under folder `path`: each one's relative path,
     size, and change times (in ns)."""
@@ -782,6 +746,7 @@ def _corpus_name(source: str, max_bytes: int | None) -> str:
     else: tag = re.sub(r"[^\w.-]+", "_", source)
     return f"data/{tag}-{size}-v2"
 
+# %% ../nbs/16_sources.ipynb #22c5b92b
 def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) -> None:
     """A `UserError` when curation left a split without documents (an empty corpus is
     never cached)."""
@@ -808,10 +773,8 @@ def _check_not_empty(source: str, funnel: Funnel, counts: dict[str, list[int]]) 
 
 def build_corpus(out_dir: str | Path, source: str = "stdlib",
                  max_bytes: int | None = None, progress: bool = False) -> dict:
-    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json, which records
-    each file's size and sha256;
-    return the stats. Each file is written atomically, stats.json last; an empty split
-    is a `UserError`."""
+    """Curate `source` into `out_dir`/{train,val}.jsonl and stats.json (each file's size
+    and sha256, written last); return the stats. An empty split is a `UserError`."""
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     funnel, counts = Funnel(max_examples=0), {s: [0, 0] for s in SPLITS}
     sizes, hashes = {s: 0 for s in SPLITS}, {s: hashlib.sha256() for s in SPLITS}
@@ -836,11 +799,11 @@ def build_corpus(out_dir: str | Path, source: str = "stdlib",
     atomic_write(out / "stats.json", json.dumps(stats, indent=1) + "\n")
     return stats
 
+# %% ../nbs/16_sources.ipynb #38faef1a
 def corpus_damage(path: str | Path, checksums: bool = True) -> str | None:
-    """What is wrong with a curated corpus folder, or None when it is intact: stats.json
-    missing or unreadable, a split
-    file missing, or of another size (or, with `checksums`, another sha256) than
-    stats.json records."""
+    """What is wrong with a curated corpus folder (None when intact): stats.json missing
+    or unreadable, or a split file missing or of another size (or, with `checksums`,
+    another sha256) than stats.json records."""
     path = Path(path); sp = path / "stats.json"
     try: files = json.loads(sp.read_text(encoding="utf-8"))["files"]
     except FileNotFoundError: return f"{sp} is missing"
@@ -865,10 +828,8 @@ def _rebuild_hint(source: str, max_bytes: int | None) -> str:
 
 def corpus_dir(source: str = "stdlib", max_bytes: int | None = -1,
                rebuild: bool = False, progress: bool = False) -> Path:
-    """The cached folder of the curated corpus (built on first use); `max_bytes=-1`
-    means the current scale's default.
-    A cached folder that `corpus_damage` finds damaged is curated again, with a
-    warning."""
+    """The cached folder of the curated corpus (built on first use; `max_bytes=-1`: the
+    scale's default); a damaged one is curated again, with a warning."""
     if max_bytes == -1: max_bytes = default_max_bytes(source)
     name = _corpus_name(source, max_bytes)
     def build(p: Path) -> None: build_corpus(p, source, max_bytes, progress)

@@ -474,3 +474,30 @@ def test_shakespeare_offline_error_says_what_to_do(cache, monkeypatch):
     monkeypatch.setattr(D, "download", offline)
     with pytest.raises(OSError, match="file://"):
         next(D.shakespeare_documents())
+
+
+# ---------------------------------------------------------------- exercises
+def test_exercise_minhash_error():
+    """Exercise 2 of chapter 1: MinHash estimates of the Jaccard similarity, checked against the exact value computed
+    with Python's set operators; the mean error shrinks like 1/sqrt(m) with m hash functions."""
+    rng = np.random.default_rng(1)
+    pairs = []
+    for s in np.linspace(0.1, 0.9, 9):
+        for _ in range(12):
+            shared = round(2 * 300 * s / (1 + s))
+            u = [int(x) for x in rng.choice(2**32, size=600 - shared, replace=False)]
+            a, b = set(u[:300]), set(u[:shared]) | set(u[300:])
+            pairs.append((a, b, len(a & b) / len(a | b)))          # the reference: Python's sets
+    mean_err = {}
+    for m in (32, 128, 512):
+        mh = D.MinHasher(m, seed=m)
+        errs = []
+        for a, b, exact in pairs:
+            est = D.minhash_jaccard(mh.signature(np.array(sorted(a), dtype=np.uint64)),
+                                    mh.signature(np.array(sorted(b), dtype=np.uint64)))
+            errs.append(abs(est - exact))
+            assert abs(est - exact) <= 5 * np.sqrt(exact * (1 - exact) / m) + 1e-9
+        mean_err[m] = float(np.mean(errs))
+    # 16 times more hash functions: about 4 times smaller errors (within sampling noise)
+    assert 2.5 < mean_err[32] / mean_err[512] < 6.5, mean_err
+    assert mean_err[32] > mean_err[128] > mean_err[512]
