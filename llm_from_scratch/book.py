@@ -596,7 +596,13 @@ end
 
 # %% ../nbs/14_book.ipynb #fdad2f25
 LATEX_HEADER = r'''
-\let\llmfsmainmatter\mainmatter\renewcommand{\mainmatter}{}
+\let\llmfsbookmainmatter\mainmatter\renewcommand{\mainmatter}{}
+% numbers carry their chapter in the main matter, chapter 0 (the primer) included
+\newif\ifllmfsmain
+\newcommand{\llmfsmainmatter}{\llmfsbookmainmatter\llmfsmaintrue}
+\renewcommand{\thefigure}{\ifllmfsmain\thechapter.\fi\arabic{figure}}
+\renewcommand{\thetable}{\ifllmfsmain\thechapter.\fi\arabic{table}}
+\renewcommand{\theequation}{\ifllmfsmain\thechapter.\fi\arabic{equation}}
 \usepackage{fvextra}
 \RecustomVerbatimEnvironment{Highlighting}{Verbatim}{commandchars=\\\{\},breaklines,breakanywhere,fontsize=\small}
 \DefineVerbatimEnvironment{CellOutput}{Verbatim}{breaklines,breakanywhere,fontsize=\small,frame=leftline,framerule=1.2pt,rulecolor=\color{gray!60},xleftmargin=4pt,framesep=6pt}
@@ -620,6 +626,10 @@ LATEX_HEADER = r'''
 \usepackage{graphicx}
 \usepackage{float}\floatplacement{figure}{H}
 \setcounter{secnumdepth}{2}
+\usepackage{needspace}\usepackage{etoolbox}
+% a heading never ends a page: it takes its first lines along
+\pretocmd{\section}{\needspace{8\baselineskip}}{}{}
+\pretocmd{\subsection}{\needspace{6\baselineskip}}{}{}
 \renewcommand{\textfraction}{0.05}\renewcommand{\topfraction}{0.9}\renewcommand{\floatpagefraction}{0.8}
 '''
 

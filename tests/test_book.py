@@ -317,6 +317,13 @@ def test_the_real_book_builds(tmp_path):
     images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
     low = [l for l in images.splitlines()[2:] if l.split()[0] != "1" and int(l.split()[12]) < 290]   # page 1: QR code
     assert not low, f"figures printed below 300 dpi (re-run their chapters with nbs/matplotlibrc): {low[:3]}"
+    orphans = []                            # a numbered heading as the last line of a page, its text overleaf
+    for i, page in enumerate(pdftext(pdf, "-layout").split("\f"), 1):
+        lines = [l.strip() for l in page.splitlines() if l.strip()]
+        if lines and re.fullmatch(r"[0-9ivxlc]+", lines[-1]): lines = lines[:-1]
+        if lines and re.match(r"^(\d+|[A-Z])\.\d+(\.\d+)? [A-Z]", lines[-1]) and ". . ." not in lines[-1]:
+            orphans.append((i, lines[-1]))
+    assert not orphans, f"headings orphaned at the foot of a page: {orphans}"
 
 
 def test_execute_refreshes_outputs_at_book_scale(tmp_path):
