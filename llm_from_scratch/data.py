@@ -23,7 +23,7 @@ import numpy as np
 from .core import at_scale
 
 # %% auto #0
-__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate', 'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'split_of', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'html_to_text', 'default_steps', 'exact_dedup', 'near_dedup', 'StepStats', 'Funnel', 'curate', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
+__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'normalize_unicode', 'split_licence_header', 'clean_whitespace', 'quality_signals', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'split_of', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'html_to_text', 'strip_boilerplate', 'QualityRules', 'default_steps', 'exact_dedup', 'near_dedup', 'StepStats', 'Funnel', 'curate', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
@@ -51,11 +51,6 @@ def normalize_unicode(text: str, form: str = "NFC") -> str:
 # %% ../nbs/01_data.ipynb #bee6702a
 _LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved|warranty|\(c\)|spdx"
                       r"|permission is hereby granted", re.IGNORECASE)
-_BOILERPLATE_LINE = re.compile(
-    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
-    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
-    re.IGNORECASE)
-
 def split_licence_header(text: str) -> tuple[str, str]:
     "Split off a leading block of `#` comments that mentions copyright or licence."
     lines = text.split("\n")
@@ -66,12 +61,6 @@ def split_licence_header(text: str) -> tuple[str, str]:
     header = "\n".join(lines[:i])
     if not _LICENCE.search(header): return "", text
     return header, "\n".join(lines[i:])
-
-def strip_boilerplate(text: str, fmt: str = "py") -> str:
-    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
-    if fmt == "py": return split_licence_header(text)[1]
-    return "\n".join(l for l in text.split("\n")
-                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
 
 # %% ../nbs/01_data.ipynb #0e5670c4
 def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
@@ -108,20 +97,6 @@ def quality_signals(text: str) -> dict[str, float]:
             "dup_line_frac": dup / max(1, len(long_lines)),
             "dup_char_frac": dup_chars / nchars,
             "long_line_frac": sum(len(l) for l in lines if len(l) > 1000) / nchars}
-
-@dataclass
-class QualityRules:
-    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
-    min_words: int = 25
-    max_words: int = 200_000
-    min_mean_word_len: float = 2.0
-    max_mean_word_len: float = 15.0
-    max_digit_ratio: float = 0.25
-    max_symbol_ratio: float = 0.33
-    min_alpha_word_frac: float = 0.5
-    max_dup_line_frac: float = 0.45
-    max_dup_char_frac: float = 0.35
-    max_long_line_frac: float = 0.1
 
 def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
     "The quality rules `text` breaks, as short reasons (empty: keep it)."
@@ -241,17 +216,15 @@ class LSHIndex:
     "Buckets of signature bands; `query` finds the keys sharing a band with `sig`."
     def __init__(self, num_perm: int = 128, bands: int = 16):
         if bands < 1 or num_perm % bands:
-            raise ValueError(
-                f"bands must divide num_perm: {num_perm} perms cannot be cut into "
-                f"{bands} bands")
+            raise ValueError(f"bands must divide num_perm: {num_perm} perms cannot be "
+                             f"cut into {bands} bands")
         self.bands, self.rows = bands, num_perm // bands
         self.buckets: list[dict[bytes, list[Any]]] = [{} for _ in range(bands)]
 
     def _keys(self, sig: np.ndarray) -> list[bytes]:
         if len(sig) != self.bands * self.rows:
-            raise ValueError(
-                f"signature of length {len(sig)}, this index expects "
-                f"{self.bands * self.rows}")
+            raise ValueError(f"signature of length {len(sig)}, this index expects "
+                             f"{self.bands * self.rows}")
         return [sig[i * self.rows:(i + 1) * self.rows].tobytes()
                 for i in range(self.bands)]
 
@@ -409,7 +382,33 @@ def html_to_text(html: str) -> str:
     lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
+# %% ../nbs/16_sources.ipynb #149a68c8
+_BOILERPLATE_LINE = re.compile(
+    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
+    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
+    re.IGNORECASE)
+
+def strip_boilerplate(text: str, fmt: str = "py") -> str:
+    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
+    if fmt == "py": return split_licence_header(text)[1]
+    return "\n".join(l for l in text.split("\n")
+                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
+
 # %% ../nbs/16_sources.ipynb #d0200d1d
+@dataclass
+class QualityRules:
+    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
+    min_words: int = 25
+    max_words: int = 200_000
+    min_mean_word_len: float = 2.0
+    max_mean_word_len: float = 15.0
+    max_digit_ratio: float = 0.25
+    max_symbol_ratio: float = 0.33
+    min_alpha_word_frac: float = 0.5
+    max_dup_line_frac: float = 0.45
+    max_dup_char_frac: float = 0.35
+    max_long_line_frac: float = 0.1
+
 def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
     "A step that rewrites the text (of formats in `only`); emptied texts are dropped."
     def step(doc: Document) -> Document | str:
