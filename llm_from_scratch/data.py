@@ -257,8 +257,7 @@ class NearDedup:
             if sim >= self.threshold:
                 return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
         self.index.insert(len(self.sigs), sig)
-        self.sigs.append(sig)
-        self.ids.append(doc.id)
+        self.sigs.append(sig); self.ids.append(doc.id)
         return doc
 
 # %% ../nbs/01_data.ipynb #4b3f5a87
