@@ -8,27 +8,22 @@ Docs: https://github.com/llm-from-scratch-book/llm-from-scratch/data.html.md"""
 from __future__ import annotations
 
 import hashlib
-import io
 import ipaddress
 import itertools
-import os
 import re
 import sys
-import sysconfig
-import tokenize
 import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .core import UserError, at_scale
+from .core import at_scale
 
 # %% auto #0
-__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'normalize_unicode', 'split_licence_header', 'strip_boilerplate', 'clean_whitespace', 'quality_signals', 'QualityRules', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'exact_dedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'near_dedup', 'split_of', 'default_steps', 'StepStats', 'Funnel', 'curate', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'html_to_text', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
+__all__ = ['NORMAL_FORMS', 'MERSENNE_31', 'SPLITS', 'VAL_FRACTION', 'Step', 'Document', 'normalize_unicode', 'split_licence_header', 'clean_whitespace', 'quality_signals', 'quality_issues', 'find_pii', 'mask_pii', 'ExactDedup', 'shingles', 'jaccard', 'MinHasher', 'minhash_jaccard', 'lsh_probability', 'lsh_threshold', 'LSHIndex', 'NearDedup', 'split_of', 'FOLDER_FORMATS', 'TINY_SHAKESPEARE_URL', 'TINY_SHAKESPEARE_SHA256', 'stdlib_root', 'read_python_source', 'stdlib_files', 'stdlib_documents', 'html_to_text', 'strip_boilerplate', 'QualityRules', 'default_steps', 'exact_dedup', 'near_dedup', 'StepStats', 'Funnel', 'curate', 'jsonl_records', 'folder_files', 'folder_documents', 'ChecksumError', 'sha256_file', 'download', 'chunk_text', 'text_file_documents', 'shakespeare_documents', 'hf_documents', 'limit_bytes', 'source_kind', 'corpus_documents', 'default_max_bytes', 'write_jsonl', 'read_jsonl', 'folder_fingerprint', 'build_corpus', 'corpus_damage', 'corpus_dir', 'load_corpus', 'iter_texts', 'corpus_stats', 'corpus_checksum']
 
 # %% ../nbs/01_data.ipynb #2a8a4666
 @dataclass
@@ -44,46 +39,6 @@ class Document:
         "Size of the text in UTF-8 bytes."
         return len(self.text.encode("utf-8"))
 
-# %% ../nbs/01_data.ipynb #3d177288
-_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
-
-def stdlib_root() -> Path:
-    "The folder of the running interpreter's standard library."
-    p = sysconfig.get_paths().get("stdlib")
-    root = Path(p) if p else Path(os.__file__).parent
-    return root if (root / "os.py").is_file() else Path(os.__file__).parent
-
-def read_python_source(path: str | Path) -> str:
-    "Decode a `.py` file as Python does: by its PEP 263 coding line, else as UTF-8."
-    data = Path(path).read_bytes()
-    try: enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    except (SyntaxError, LookupError): enc = "utf-8"
-    return data.decode(enc, errors="replace")
-
-def stdlib_files(root: str | Path | None = None) -> list[Path]:
-    "The `.py` files of the standard library, third-party packages excluded, sorted."
-    root = Path(root) if root is not None else stdlib_root()
-    files = [p for p in root.rglob("*.py") if p.is_file()
-             and not _SKIP_DIRS & set(p.relative_to(root).parts)]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
-                     prefix: str = "") -> Iterator[Document]:
-    "The stdlib's `.py` files under `prefix` as `Document`s, up to `max_bytes`."
-    if max_bytes is not None and max_bytes <= 0:
-        raise ValueError(f"max_bytes must be positive (or None), got {max_bytes}")
-    root = Path(root) if root is not None else stdlib_root()
-    if not (files := stdlib_files(root)):
-        raise UserError(f"no .py files under {root}", "pass root= a standard library")
-    total = 0
-    for p in files:
-        if max_bytes is not None and total >= max_bytes: return
-        rel = p.relative_to(root).as_posix()
-        if not rel.startswith(prefix): continue
-        total += p.stat().st_size
-        yield Document(f"stdlib:{rel}", read_python_source(p), "stdlib",
-                       {"path": rel, "format": "py"})
-
 # %% ../nbs/01_data.ipynb #c660dffb
 NORMAL_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
@@ -96,11 +51,6 @@ def normalize_unicode(text: str, form: str = "NFC") -> str:
 # %% ../nbs/01_data.ipynb #bee6702a
 _LICENCE = re.compile(r"copyright|licen[cs]e|all rights reserved|warranty|\(c\)|spdx"
                       r"|permission is hereby granted", re.IGNORECASE)
-_BOILERPLATE_LINE = re.compile(
-    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
-    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
-    re.IGNORECASE)
-
 def split_licence_header(text: str) -> tuple[str, str]:
     "Split off a leading block of `#` comments that mentions copyright or licence."
     lines = text.split("\n")
@@ -111,12 +61,6 @@ def split_licence_header(text: str) -> tuple[str, str]:
     header = "\n".join(lines[:i])
     if not _LICENCE.search(header): return "", text
     return header, "\n".join(lines[i:])
-
-def strip_boilerplate(text: str, fmt: str = "py") -> str:
-    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
-    if fmt == "py": return split_licence_header(text)[1]
-    return "\n".join(l for l in text.split("\n")
-                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
 
 # %% ../nbs/01_data.ipynb #0e5670c4
 def clean_whitespace(text: str, max_blank_lines: int = 2) -> str:
@@ -153,20 +97,6 @@ def quality_signals(text: str) -> dict[str, float]:
             "dup_line_frac": dup / max(1, len(long_lines)),
             "dup_char_frac": dup_chars / nchars,
             "long_line_frac": sum(len(l) for l in lines if len(l) > 1000) / nchars}
-
-@dataclass
-class QualityRules:
-    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
-    min_words: int = 25
-    max_words: int = 200_000
-    min_mean_word_len: float = 2.0
-    max_mean_word_len: float = 15.0
-    max_digit_ratio: float = 0.25
-    max_symbol_ratio: float = 0.33
-    min_alpha_word_frac: float = 0.5
-    max_dup_line_frac: float = 0.45
-    max_dup_char_frac: float = 0.35
-    max_long_line_frac: float = 0.1
 
 def quality_issues(text: str, rules: QualityRules | None = None) -> list[str]:
     "The quality rules `text` breaks, as short reasons (empty: keep it)."
@@ -221,11 +151,6 @@ class ExactDedup:
         if h in self.seen: return f"exact duplicate of {self.seen[h]}"
         self.seen[h] = doc.id
         return doc
-
-def exact_dedup(docs: Iterable[Document]) -> Iterator[Document]:
-    "Stream `docs` without exact duplicates (first occurrence kept)."
-    f = ExactDedup()
-    return (d for d in docs if isinstance(f(d), Document))
 
 # %% ../nbs/01_data.ipynb #beac33b3
 _TOKEN = re.compile(r"\w+")
@@ -291,17 +216,15 @@ class LSHIndex:
     "Buckets of signature bands; `query` finds the keys sharing a band with `sig`."
     def __init__(self, num_perm: int = 128, bands: int = 16):
         if bands < 1 or num_perm % bands:
-            raise ValueError(
-                f"bands must divide num_perm: {num_perm} perms cannot be cut into "
-                f"{bands} bands")
+            raise ValueError(f"bands must divide num_perm: {num_perm} perms cannot be "
+                             f"cut into {bands} bands")
         self.bands, self.rows = bands, num_perm // bands
         self.buckets: list[dict[bytes, list[Any]]] = [{} for _ in range(bands)]
 
     def _keys(self, sig: np.ndarray) -> list[bytes]:
         if len(sig) != self.bands * self.rows:
-            raise ValueError(
-                f"signature of length {len(sig)}, this index expects "
-                f"{self.bands * self.rows}")
+            raise ValueError(f"signature of length {len(sig)}, this index expects "
+                             f"{self.bands * self.rows}")
         return [sig[i * self.rows:(i + 1) * self.rows].tobytes()
                 for i in range(self.bands)]
 
@@ -334,15 +257,8 @@ class NearDedup:
             if sim >= self.threshold:
                 return f"near duplicate of {self.ids[j]} (J~{sim:.2f})"
         self.index.insert(len(self.sigs), sig)
-        self.sigs.append(sig)
-        self.ids.append(doc.id)
+        self.sigs.append(sig); self.ids.append(doc.id)
         return doc
-
-def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
-               **kwargs: Any) -> Iterator[Document]:
-    "Stream `docs` without near-duplicates; `kwargs` go to `NearDedup`."
-    f = NearDedup(threshold, **kwargs)
-    return (d for d in docs if isinstance(f(d), Document))
 
 # %% ../nbs/01_data.ipynb #4b3f5a87
 SPLITS = ("train", "val")
@@ -359,6 +275,138 @@ def split_of(doc_id: str, val_fraction: float = VAL_FRACTION,
 
 # %% ../nbs/01_data.ipynb #a8ed48d6
 Step = Callable[[Document], "Document | str"]
+
+# %% ../nbs/16_sources.ipynb #a0745c23
+import contextlib
+import io
+import hashlib
+import json
+import re
+import os
+import shlex
+import sys
+import sysconfig
+import tokenize
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from .core import (UserError, at_scale, atomic_path, atomic_write,
+                                   cache_dir, cached)
+
+# %% ../nbs/16_sources.ipynb #2625802a
+_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+
+def stdlib_root() -> Path:
+    "The folder of the running interpreter's standard library."
+    p = sysconfig.get_paths().get("stdlib")
+    root = Path(p) if p else Path(os.__file__).parent
+    return root if (root / "os.py").is_file() else Path(os.__file__).parent
+
+def read_python_source(path: str | Path) -> str:
+    "Decode a `.py` file as Python does: by its PEP 263 coding line, else as UTF-8."
+    data = Path(path).read_bytes()
+    try: enc, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except (SyntaxError, LookupError): enc = "utf-8"
+    return data.decode(enc, errors="replace")
+
+def stdlib_files(root: str | Path | None = None) -> list[Path]:
+    "The `.py` files of the standard library, third-party packages excluded, sorted."
+    root = Path(root) if root is not None else stdlib_root()
+    files = [p for p in root.rglob("*.py") if p.is_file()
+             and not _SKIP_DIRS & set(p.relative_to(root).parts)]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+def stdlib_documents(max_bytes: int | None = None, root: str | Path | None = None,
+                     prefix: str = "") -> Iterator[Document]:
+    "The stdlib's `.py` files under `prefix` as `Document`s, up to `max_bytes`."
+    if max_bytes is not None and max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive (or None), got {max_bytes}")
+    root = Path(root) if root is not None else stdlib_root()
+    if not (files := stdlib_files(root)):
+        raise UserError(f"no .py files under {root}", "pass root= a standard library")
+    total = 0
+    for p in files:
+        if max_bytes is not None and total >= max_bytes: return
+        rel = p.relative_to(root).as_posix()
+        if not rel.startswith(prefix): continue
+        total += p.stat().st_size
+        yield Document(f"stdlib:{rel}", read_python_source(p), "stdlib",
+                       {"path": rel, "format": "py"})
+
+# %% ../nbs/16_sources.ipynb #86ffeac4
+class _TextExtractor(HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
+            "aside", "form", "button"}
+    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
+             "section", "article", "header", "main", "pre", "blockquote", "hr",
+             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = self.pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in self.SKIP: self.skip += 1
+        if tag == "pre": self.pre += 1
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
+        if tag == "pre": self.pre = max(0, self.pre - 1)
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_startendtag(self, tag: str, attrs: list) -> None:
+        if tag in self.BLOCK: self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip: return
+        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
+        if not self.pre:
+            data = re.sub(r"[ \t\n\r\f]+", " ", data)
+            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
+        if data: self.parts.append(data)
+
+def html_to_text(html: str) -> str:
+    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
+    on their own lines, entities decoded."""
+    p = _TextExtractor()
+    p.feed(html); p.close()
+    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+# %% ../nbs/16_sources.ipynb #149a68c8
+_BOILERPLATE_LINE = re.compile(
+    r"all rights reserved|terms of (use|service)|privacy policy|cookie|javascript|"
+    r"subscribe to our newsletter|skip to (main )?content|log ?in to comment",
+    re.IGNORECASE)
+
+def strip_boilerplate(text: str, fmt: str = "py") -> str:
+    "Remove a code licence header (`fmt='py'`) or prose's boilerplate lines."
+    if fmt == "py": return split_licence_header(text)[1]
+    return "\n".join(l for l in text.split("\n")
+                     if not (len(l) < 120 and _BOILERPLATE_LINE.search(l)))
+
+# %% ../nbs/16_sources.ipynb #d0200d1d
+@dataclass
+class QualityRules:
+    "Thresholds of the quality filter (Gopher-style rules, loosened for source code)."
+    min_words: int = 25
+    max_words: int = 200_000
+    min_mean_word_len: float = 2.0
+    max_mean_word_len: float = 15.0
+    max_digit_ratio: float = 0.25
+    max_symbol_ratio: float = 0.33
+    min_alpha_word_frac: float = 0.5
+    max_dup_line_frac: float = 0.45
+    max_dup_char_frac: float = 0.35
+    max_long_line_frac: float = 0.1
 
 def _text_step(fn: Callable[[str], str], only: tuple[str, ...] | None = None) -> Step:
     "A step that rewrites the text (of formats in `only`); emptied texts are dropped."
@@ -387,6 +435,17 @@ def default_steps(form: str = "NFC", rules: QualityRules | None = None,
             ("pii", _text_step(mask_pii)),
             ("exact dedup", ExactDedup()),
             ("near dedup", NearDedup(threshold))]
+
+def exact_dedup(docs: Iterable[Document]) -> Iterator[Document]:
+    "Stream `docs` without exact duplicates (first occurrence kept)."
+    f = ExactDedup()
+    return (d for d in docs if isinstance(f(d), Document))
+
+def near_dedup(docs: Iterable[Document], threshold: float = 0.8,
+               **kwargs: Any) -> Iterator[Document]:
+    "Stream `docs` without near-duplicates; `kwargs` go to `NearDedup`."
+    f = NearDedup(threshold, **kwargs)
+    return (d for d in docs if isinstance(f(d), Document))
 
 @dataclass
 class StepStats:
@@ -437,66 +496,6 @@ def curate(docs: Iterable[Document], steps: list[tuple[str, Step]] | None = None
             doc = out
         else:
             yield doc
-
-# %% ../nbs/16_sources.ipynb #a0745c23
-import contextlib
-import hashlib
-import json
-import re
-import shlex
-import sys
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections import Counter
-from html.parser import HTMLParser
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-from .core import (UserError, at_scale, atomic_path, atomic_write,
-                                   cache_dir, cached)
-
-# %% ../nbs/16_sources.ipynb #86ffeac4
-class _TextExtractor(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer",
-            "aside", "form", "button"}
-    BLOCK = {"p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table",
-             "section", "article", "header", "main", "pre", "blockquote", "hr",
-             "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = self.pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag in self.SKIP: self.skip += 1
-        if tag == "pre": self.pre += 1
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP: self.skip = max(0, self.skip - 1)
-        if tag == "pre": self.pre = max(0, self.pre - 1)
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        if tag in self.BLOCK: self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self.skip: return
-        # collapse HTML (ASCII) whitespace as a browser does; &nbsp; is kept
-        if not self.pre:
-            data = re.sub(r"[ \t\n\r\f]+", " ", data)
-            if not self.parts or self.parts[-1].endswith("\n"): data = data.lstrip(" ")
-        if data: self.parts.append(data)
-
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML page: scripts, styles and navigation dropped, blocks
-    on their own lines, entities decoded."""
-    p = _TextExtractor()
-    p.feed(html); p.close()
-    lines = (line.rstrip() for line in "".join(p.parts).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 # %% ../nbs/16_sources.ipynb #966d19ad
 FOLDER_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html",
