@@ -29,9 +29,10 @@ __all__ = ['TEXT_WIDTH_IN', 'XREF_PREFIXES', 'LUA_FILTER', 'LATEX_HEADER', 'QUAR
            'BookError', 'BookSpec', 'check_notebook', 'read_spec', 'drop_shown_docs', 'process_notebook',
            'cell_options', 'clean_text', 'fence', 'doc_markdown', 'table_markdown', 'print_width', 'Converter',
            'convert_markdown', 'merge_streams', 'notebook_to_markdown', 'references', 'bib_keys', 'check_references',
-           'latex_escape', 'write_qr', 'title_page', 'assemble', 'LatexResult', 'run_latex', 'pandoc_args', 'build_pdf',
-           'quarto_notebook', 'stage_quarto', 'build_with_quarto', 'select_chapters', 'machine_summary',
-           'record_timing', 'timings_table', 'execute_chapters', 'build_book', 'module_homes', 'ModuleHomes']
+           'index_terms', 'add_index_entries', 'latex_escape', 'write_qr', 'title_page', 'assemble', 'LatexResult',
+           'run_latex', 'pandoc_args', 'build_pdf', 'quarto_notebook', 'stage_quarto', 'build_with_quarto',
+           'select_chapters', 'machine_summary', 'record_timing', 'timings_table', 'execute_chapters', 'build_book',
+           'module_homes', 'ModuleHomes']
 
 # %% ../nbs/14_book.ipynb #8d03df25
 class BookError(Exception):
@@ -551,6 +552,59 @@ def check_references(chapters: dict[str, str], bib: set[str]) -> None:
                      for c in sorted(cites - bib)]
     if problems: raise BookError("undefined references:\n  " + "\n  ".join(problems))
 
+# %% ../nbs/14_book.ipynb #13cb064c
+_re_term = re.compile(r"^\*\*(.+?)\*\*:", re.M)
+_re_skip = re.compile(r"(`[^`]*`|\$\$.*?\$\$|\$[^$]*\$|\]\([^)]*\)|\[[^\]]*@[^\]]*\]"
+                      r"|@[\w:-]+|<[^>]+>|\\\w+\{[^}]*\})", re.S)
+
+def index_terms(spec: BookSpec) -> dict[str, list[str]]:
+    """The glossary's terms (`**term**:` lines under a `## Glossary` heading of any
+    chapter), each with the names it is found under in the text."""
+    terms: dict[str, list[str]] = {}
+    for rel in spec.all_chapters:
+        if rel.suffix != ".ipynb": continue
+        for c in json.loads((spec.root / rel).read_text(encoding="utf-8"))["cells"]:
+            src = _text(c.get("source"))
+            if (c["cell_type"] != "markdown" or not src.lstrip().startswith(
+                "## Glossary")):
+                continue
+            for term in _re_term.findall(src):
+                paren = re.match(r"(.+?)\s*\((.+)\)$", term)
+                names = [paren.group(1), paren.group(2)] if paren else term.split(" / ")
+                terms[term] = [n.strip() for n in names if n.strip()]
+    return terms
+
+def add_index_entries(md: str, terms: dict[str, list[str]],
+                      done: set[str] | None = None) -> str:
+    """`md` with `\\index{term}` after the first use of each term of `terms` in its
+    prose
+    (not in code blocks, inline code, math, links, citations or headings). Terms in
+    `done` are skipped, and those indexed are added to it."""
+    done = set() if done is None else done
+    names = sorted(((n, t) for t, ns in terms.items() for n in ns),
+                   key=lambda x: -len(x[0]))
+    out, fence = [], None
+    for line in md.split("\n"):
+        m = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if fence is None and m: fence = m.group(1)
+        elif fence is not None and line.strip().startswith(fence): fence = None
+        elif fence is None and not re.match(r"^\s*(#|\||:::|\$\$|!\[)", line):
+            parts = _re_skip.split(line)
+            for k in range(0, len(parts), 2):      # the text between skipped spans
+                for name, term in names:
+                    if term in done: continue
+                    hit = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", parts[k],
+                                    re.I)
+                    if hit:
+                        entry = term.replace("!", '"!').replace("@", '"@').replace(
+                            "|", '"|')
+                        parts[k] = (parts[k][:hit.end()] + f"\\index{{{entry}}}"
+                                    + parts[k][hit.end():])
+                        done.add(term)
+            line = "".join(parts)
+        out.append(line)
+    return "\n".join(out)
+
 # %% ../nbs/14_book.ipynb #e76bf7bd
 LUA_FILTER = r'''
 local xref = {fig=true, tbl=true, eq=true, sec=true}
@@ -627,6 +681,7 @@ LATEX_HEADER = r'''
 \usepackage{float}\floatplacement{figure}{H}
 \setcounter{secnumdepth}{2}
 \usepackage{needspace}\usepackage{etoolbox}
+\usepackage{imakeidx}\makeindex[intoc,columns=2]
 % a heading never ends a page: it takes its first lines along
 \pretocmd{\section}{\needspace{8\baselineskip}}{}{}
 \pretocmd{\subsection}{\needspace{6\baselineskip}}{}{}
@@ -674,7 +729,7 @@ def title_page(spec: BookSpec, qr: Path | None, version: str = "") -> str:
 def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
     """Process and convert every chapter of `spec`; return `{chapter path: markdown}` in
     reading order."""
-    out = {}
+    out, terms = {}, index_terms(spec)
     for i, rel in enumerate(spec.all_chapters):
         src = spec.root / rel
         conv = Converter(build / "media", src.parent, rel.stem)
@@ -685,6 +740,7 @@ def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
             text = src.read_text(encoding="utf-8")
             text = re.sub(r"^---\n.*?\n---\n", "", text, flags=re.S)
             md = convert_markdown(text, conv)
+        md = add_index_entries(md, terms)
         # after the preface
         if i == 0 and rel.stem == "index":
             md += "\n```{=latex}\n\\llmfsmainmatter\n```\n"
@@ -809,6 +865,7 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
             "{.unnumbered}\n\n```{=latex}\n"
                  # not Appendix A's
                  "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")
+    if index_terms(spec): body += "\n\n```{=latex}\n\\printindex\n```\n"
     (build / "book.md").write_text(body, encoding="utf-8")
     (build / "book.lua").write_text(LUA_FILTER, encoding="utf-8")
     (build / "header.tex").write_text(LATEX_HEADER, encoding="utf-8")
@@ -900,6 +957,7 @@ def stage_quarto(spec: BookSpec, stage: Path) -> Path:
     stage.mkdir(parents=True)
     chapters = spec.all_chapters
     names: dict[Path, str] = {}
+    terms = index_terms(spec)
     for i, rel in enumerate(chapters):
         name = "index" + rel.suffix if i == 0 else rel.name
         if name in names.values():
@@ -914,6 +972,10 @@ def stage_quarto(spec: BookSpec, stage: Path) -> Path:
             nb = quarto_notebook(process_notebook(spec.root / rel, spec.root),
                                  preface=i == 0, next_chapter=int(m.group(1)) if m
                                  else None)
+            done: set[str] = set()
+            for c in nb["cells"]:
+                if c["cell_type"] == "markdown":
+                    c["source"] = add_index_entries(_text(c["source"]), terms, done)
             (stage / names[rel]).write_text(nbformat.writes(nbformat.from_dict(nb)),
                                             encoding="utf-8")
         else: shutil.copy2(spec.root / rel, stage / names[rel])
@@ -927,7 +989,8 @@ def stage_quarto(spec: BookSpec, stage: Path) -> Path:
         (stage / "references.qmd").write_text(
             "# References "
             "{.unnumbered}\n\n```{=latex}\n\\markboth{References}{References}\n"
-            "```\n\n::: {#refs}\n:::\n", encoding="utf-8")
+            "```\n\n::: {#refs}\n:::\n"
+            + ("\n```{=latex}\n\\printindex\n```\n" if terms else ""), encoding="utf-8")
         book["appendices"].append("references.qmd")
     pdf = conf.setdefault("format", {}).setdefault("pdf", {})
     pdf.update({"include-in-header": {"text": QUARTO_HEADER},

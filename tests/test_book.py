@@ -324,6 +324,8 @@ def test_the_real_book_builds(tmp_path):
         if lines and re.match(r"^(\d+|[A-Z])\.\d+(\.\d+)? [A-Z]", lines[-1]) and ". . ." not in lines[-1]:
             orphans.append((i, lines[-1]))
     assert not orphans, f"headings orphaned at the foot of a page: {orphans}"
+    last = " ".join(pdftext(pdf, "-f", str(pages - 3), "-l", str(pages)).split())   # the index closes the book
+    assert "Index" in last and re.search(r"byte pair encoding \(BPE\), (\d+, )*\d+", last), last[-1500:]
 
 
 def test_execute_refreshes_outputs_at_book_scale(tmp_path):
