@@ -726,10 +726,13 @@ def title_page(spec: BookSpec, qr: Path | None, version: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/14_book.ipynb #18f904ae
-def assemble(spec: BookSpec, build: Path) -> dict[str, str]:
-    """Process and convert every chapter of `spec`; return `{chapter path: markdown}` in
-    reading order."""
-    out, terms = {}, index_terms(spec)
+def assemble(spec: BookSpec, build: Path,
+             terms: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """Process and convert every chapter of `spec`, marking the glossary's `terms` for the
+    index (read from the book when None); return `{chapter path: markdown}` in reading
+    order."""
+    out = {}
+    terms = index_terms(spec) if terms is None else terms
     for i, rel in enumerate(spec.all_chapters):
         src = spec.root / rel
         conv = Converter(build / "media", src.parent, rel.stem)
@@ -854,7 +857,8 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
     folder."""
     if build.exists(): shutil.rmtree(build)
     build.mkdir(parents=True)
-    chapters = assemble(spec, build)
+    terms = index_terms(spec)
+    chapters = assemble(spec, build, terms)
     check_references(chapters, bib_keys(spec.root / spec.bibliography)
                      if spec.bibliography else set())
     body = "\n\n".join(chapters.values())
@@ -865,7 +869,7 @@ def build_pdf(spec: BookSpec, output: Path, build: Path) -> LatexResult:
             "{.unnumbered}\n\n```{=latex}\n"
                  # not Appendix A's
                  "\\markboth{References}{References}\n```\n\n::: {#refs}\n:::\n")
-    if index_terms(spec): body += "\n\n```{=latex}\n\\printindex\n```\n"
+    if terms: body += "\n\n```{=latex}\n\\printindex\n```\n"
     (build / "book.md").write_text(body, encoding="utf-8")
     (build / "book.lua").write_text(LUA_FILTER, encoding="utf-8")
     (build / "header.tex").write_text(LATEX_HEADER, encoding="utf-8")
