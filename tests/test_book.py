@@ -477,29 +477,32 @@ def test_code_fits_the_page():
     assert _overflowing_code_lines("z = f(" + "a, " * 40 + ")\n")
     wide = []
     for rel in book.read_spec(ROOT).all_chapters:
-        for c in json.loads((ROOT / rel).read_text())["cells"]:
-            src = "".join(c["source"])
-            opts, code = book.cell_options(src)
-            shown = c["cell_type"] == "code" and opts.get("echo", True) is not False and opts.get("include", True) is not False
-            if shown and not re.search(r"^#\|\s*(hide|exporti?)\b", src, re.M):
-                wide += [f"{rel.name}: {l}" for l in _overflowing_code_lines(src)]
+        for code in printed_cells(json.loads((ROOT / rel).read_text())):
+            wide += [f"{rel.name}: {l}" for l in _overflowing_code_lines(code)]
     assert not wide, f"{len(wide)} code lines wider than {CODE_COLUMNS} columns:\n" + "\n".join(wide[:20])
 
 
-def printed_code(nb: dict) -> str:
-    """The code of a chapter's printed cells, in order: what a reader can type in. Cells nbdev hides (`hide`,
-    `exporti`, `export`, whose code is not printed), cells with `echo`/`include: false` and bare `show_doc` calls are
-    left out, as are `#|` options and IPython magics."""
-    import ast
+def printed_cells(nb: dict) -> list[str]:
+    """The code of a chapter's printed cells, in order, without their `#|` options. Cells nbdev hides (`hide`,
+    `exporti`, `export`, whose code is not printed) and cells with `echo`/`include: false` are left out."""
     cells = []
     for c in nb["cells"]:
         src = "".join(c["source"])
         if c["cell_type"] != "code": continue
-        opts, _ = book.cell_options(src)
+        opts, code = book.cell_options(src)
         directives = " ".join(l[2:] for l in src.splitlines() if l.startswith("#|"))
         if re.search(r"\b(hide|exporti|export)\b(?!s)", directives) or opts.get("echo", True) is False \
                 or opts.get("include", True) is False: continue
-        code = "\n".join(l for l in src.splitlines() if not l.startswith("#|") and not re.match(r"(%|!(?!=))", l))
+        cells.append(code)
+    return cells
+
+
+def printed_code(nb: dict) -> str:
+    "What a reader can type in: the printed cells (`printed_cells`) without IPython magics or bare `show_doc` calls."
+    import ast
+    cells = []
+    for src in printed_cells(nb):
+        code = "\n".join(l for l in src.splitlines() if not re.match(r"(%|!(?!=))", l))
         body = ast.parse(code).body
         if body and all(isinstance(x, ast.Expr) and getattr(getattr(x.value, "func", None), "id", "") == "show_doc"
                         for x in body): continue
