@@ -8,13 +8,16 @@ from __future__ import annotations
 __all__ = ['CKPT_FORMAT', 'RESUME_FREE', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_compatible']
 
 # %% ../nbs/06_pretraining.ipynb #3e2ed5fd
+import contextlib
 import errno
 import pickle
 import random
 import shutil
+import signal
+import threading
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -48,10 +51,26 @@ def set_rng_state(st: dict[str, Any]) -> None:
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
+@contextlib.contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it. `torch.save` turns an
+    interrupt in the middle of its write into a RuntimeError, which would hide it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    old = signal.signal(signal.SIGINT, lambda *sig: held.append(sig))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if held and callable(old): old(*held[0])
+        elif held and old == signal.SIG_DFL: raise KeyboardInterrupt
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write `state` to `path` atomically (Appendix A's `atomic_write`: a temporary file,
-    flushed, renamed over `path`)."""
-    try: return atomic_write(path, lambda f: torch.save(state, f))
+    flushed, renamed over `path`); a Ctrl-C during the write takes effect after it."""
+    try:
+        with _ctrl_c_after(): return atomic_write(path, lambda f: torch.save(state, f))
     # torch's writer reports a full disk as a RuntimeError: say what it is
     except RuntimeError as e:
         if shutil.disk_usage(Path(path).parent).free < 64 * 2**20:

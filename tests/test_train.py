@@ -225,3 +225,20 @@ def test_exercise_coupled_weight_decay():
     assert gap < 1e-6, gap
     # and it is a different optimiser from AdamW
     assert max((a - b).abs().max().item() for a, b in zip(ours.parameters(), decoupled.parameters())) > 1e-5
+
+
+def test_ctrl_c_during_a_checkpoint_write_takes_effect_after_it(tmp_path, monkeypatch):
+    """`torch.save` turns a KeyboardInterrupt raised inside its write into a RuntimeError ("unexpected pos"), so
+    `save_checkpoint` holds Ctrl-C until the file is written: then the interrupt arrives, and the checkpoint loads."""
+    from llm_from_scratch import checkpoint
+    real_save = torch.save
+    def save_interrupted(obj, f):
+        os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C arrives while the checkpoint is being written
+        real_save(obj, f)
+    monkeypatch.setattr(checkpoint.torch, "save", save_interrupted)
+    state = {"format": checkpoint.CKPT_FORMAT, "w": torch.arange(5.0)}
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path / "ckpt.pt", state)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load_checkpoint(tmp_path / "ckpt.pt")["w"], torch.arange(5.0))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
